@@ -1,0 +1,551 @@
+"""Study files: YAML -> validated pydantic model -> code.
+
+A study file has the sections ``data``, ``model``, ``train``, ``search``,
+``tracking``, ``storage`` and ``report``. Unknown keys and wrong types are
+rejected with the field's dotted name; ``--set a.b=c`` overrides are applied to
+the parsed file and validated by the same schema. ``data`` and ``model`` also
+take the chosen dataset's / architecture's own keyword arguments, checked
+against the registry.
+
+Any problem raises :class:`ConfigError`, whose message names the file (or flag),
+the field and what was expected; the CLI turns it into exit code 2 before
+anything is written to a store.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from . import data as _data
+from . import models as _models
+
+OPTIMIZERS = (
+    "sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "nadam",
+)
+SCHEDULERS = ("constant", "step", "multistep", "cosine", "onecycle", "plateau", "exponential")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "nsga2")
+PRUNERS = ("median", "percentile", "sha", "hyperband", "none")
+METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+
+# Short names accepted by --set and in search spaces.
+ALIASES: dict[str, str] = {
+    "lr": "train.lr",
+    "learning_rate": "train.lr",
+    "batch_size": "data.batch_size",
+    "weight_decay": "train.weight_decay",
+    "momentum": "train.momentum",
+    "optimizer": "train.optimizer",
+    "max_epochs": "train.max_epochs",
+    "epochs": "train.max_epochs",
+    "scheduler": "train.scheduler.name",
+    "seed": "train.seed",
+    "dropout": "model.drop_rate",
+    "drop_rate": "model.drop_rate",
+    "init": "model.init",
+    "activation": "model.act_layer",
+    "act_layer": "model.act_layer",
+    "normalization": "model.norm_layer",
+    "norm_layer": "model.norm_layer",
+    "arch": "model.arch",
+    "augmentation": "data.augmentation",
+    "dataset": "data.dataset",
+}
+
+
+class ConfigError(ValueError):
+    """A study file or an override is invalid. ``str()`` is the one-line message."""
+
+    def __init__(self, source: str, field: str | None, message: str):
+        self.source, self.field, self.message = source, field, message
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------- data
+class DataConfig(_Strict):
+    """``data:`` which images, how they are split and batched.
+
+    Dataset-specific options (``n_classes`` of ``synthetic``, ``svhn_extra``...)
+    go in this section too; they are checked against the dataset's loader.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    dataset: str = "digits"
+    root: str | None = None  # None: $HPSTUDY_DATA or ~/.cache/hpstudy/data
+    download: bool = False
+    val_split: float = Field(0.2, gt=0)  # fraction (<1) or count (>=1) carved from train
+    seed: int = 0  # split and shuffling seed
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    augmentation: str | list[str] = "none"
+    subset: int | None = Field(None, ge=1)  # keep this many training images (tiny runs)
+    num_workers: int = Field(0, ge=0)  # only for datasets streamed by a DataLoader
+
+    @field_validator("augmentation")
+    @classmethod
+    def _known_augmentation(cls, v: str | list[str]) -> str | list[str]:
+        from .data import augment
+
+        augment.resolve(v)
+        return v
+
+    @model_validator(mode="after")
+    def _known_dataset(self) -> DataConfig:
+        if self.dataset not in _data.list_datasets():
+            _data.describe_dataset(self.dataset)  # raises with close matches
+        extras = set(self.model_extra or {})
+        unknown = extras - _data.dataset_options(self.dataset)
+        if unknown:
+            opts = sorted(_data.dataset_options(self.dataset)) or ["none"]
+            raise ValueError(
+                f"unknown key(s) {', '.join(sorted(unknown))} for dataset '{self.dataset}' "
+                f"(its options: {', '.join(opts)})"
+            )
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Dataset-specific options."""
+        return dict(self.model_extra or {})
+
+
+# -------------------------------------------------------------------- model
+class ModelConfig(_Strict):
+    """``model:`` an architecture from the registry plus its keyword arguments.
+
+    ``drop_rate``, ``act_layer`` and ``norm_layer`` are common to every model;
+    ``None`` keeps the architecture's own default. Anything else is passed to
+    the builder (``hidden: [256, 128]`` for ``mlp``, ``depth`` for ``wrn``...).
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    arch: str = "baseline_cnn"
+    init: str = "default"  # weight init scheme; biases are zeroed by every scheme
+    drop_rate: float | None = Field(None, ge=0.0, lt=1.0)
+    act_layer: str | None = None
+    norm_layer: str | None = None
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, v: str) -> str:
+        if v not in _models.INITS:
+            raise ValueError(f"must be one of {', '.join(_models.INITS)}")
+        return v
+
+    @field_validator("act_layer")
+    @classmethod
+    def _known_act(cls, v: str | None) -> str | None:
+        if v is not None and v not in _models.ACTIVATIONS:
+            raise ValueError(f"must be one of {', '.join(_models.ACTIVATIONS)}")
+        return v
+
+    @field_validator("norm_layer")
+    @classmethod
+    def _known_norm(cls, v: str | None) -> str | None:
+        if v is not None and v not in _models.NORMS:
+            raise ValueError(f"must be one of {', '.join(_models.NORMS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _known_arch(self) -> ModelConfig:
+        accepted = _models.model_kwargs(self.arch)  # raises UnknownModelError
+        if accepted is not None:
+            unknown = set(self.kwargs()) - accepted
+            if unknown:
+                raise ValueError(
+                    f"architecture '{self.arch}' does not take {', '.join(sorted(unknown))} "
+                    f"(it takes {', '.join(sorted(accepted - {'num_classes', 'in_chans'}))})"
+                )
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`hpstudy.models.create_model`."""
+        out = {k: getattr(self, k) for k in ("drop_rate", "act_layer", "norm_layer")}
+        out = {k: v for k, v in out.items() if v is not None}
+        out.update(self.model_extra or {})
+        return out
+
+
+# -------------------------------------------------------------------- train
+class SchedulerConfig(_Strict):
+    """``train.scheduler:`` a name (shorthand) or a table.
+
+    ``milestones`` below 1 are fractions of ``max_epochs`` (DenseNet's 50%/75%).
+    """
+
+    name: Literal[SCHEDULERS] = "constant"  # type: ignore[valid-type]
+    step_size: int = Field(30, ge=1)  # step: epochs between decays
+    gamma: float = Field(0.1, gt=0)  # step/multistep/exponential decay factor
+    milestones: list[float] = Field(default_factory=list)  # multistep epochs (or fractions)
+    eta_min: float = Field(0.0, ge=0)  # cosine floor
+    pct_start: float = Field(0.3, gt=0, lt=1)  # onecycle warm-up fraction
+    patience: int = Field(5, ge=0)  # plateau: epochs without improvement
+    factor: float = Field(0.1, gt=0, lt=1)  # plateau decay factor
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
+class EarlyStoppingConfig(_Strict):
+    """``train.early_stopping:`` ``true``/``false`` or a table (Lightning's EarlyStopping)."""
+
+    enabled: bool = False
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    patience: int = Field(10, ge=1)  # epochs without improvement before stopping
+    min_delta: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
+
+
+class TrainConfig(_Strict):
+    """``train:`` optimization and the Lightning Trainer."""
+
+    max_epochs: int = Field(20, ge=1)
+    optimizer: Literal[OPTIMIZERS] = "adam"  # type: ignore[valid-type]
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # momentum/nesterov/rmsprop
+    weight_decay: float = Field(0.0, ge=0)  # L2 for SGD-family, decoupled for adamw
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    gradient_clip: float | None = Field(None, gt=0)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"  # auto, ddp, ddp_spawn, ...
+    num_nodes: int = Field(1, ge=1)
+    precision: Literal["32-true", "32", "16-mixed", "bf16-mixed", "64-true"] = "32-true"
+    seed: int = 0  # weights and batch order; the split seed is data.seed
+    deterministic: bool = False
+    limit_train_batches: int | float | None = None  # tiny runs: batches per epoch
+    limit_val_batches: int | float | None = None
+    evaluate_test: bool = False  # evaluate the best epoch on the test split at the end
+    num_threads: int | None = Field(None, ge=1)  # torch CPU threads for the trial
+
+
+# ------------------------------------------------------------------- search
+class SearchParam(_Strict):
+    """One search-space entry: ``{type: float|int|categorical, low, high, log, step, choices}``.
+
+    ``allow_zero`` on a log-scale float searches one extra decade below ``low``
+    whose values are mapped to exactly 0 (weight decay "0 allowed").
+    """
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+    allow_zero: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, list):  # [a, b, c] -> categorical
+            return {"type": "categorical", "choices": v}
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical entries need a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} entries need 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log-scale entries need low > 0 (use allow_zero for 0)")
+        if self.log and self.step is not None:
+            raise ValueError("'step' and 'log' cannot be combined")
+        if self.allow_zero and not (self.type == "float" and self.log):
+            raise ValueError("allow_zero is for log-scale float entries")
+        return self
+
+
+class SamplerConfig(_Strict):
+    """``search.sampler:`` a name or ``{name, seed, options}`` (Optuna's samplers)."""
+
+    name: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    seed: int | None = 0  # fixed seed: the study's sequence of trials is reproducible
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
+class PrunerConfig(_Strict):
+    """``search.pruner:`` a name or ``{name, options}`` (Optuna's pruners)."""
+
+    name: Literal[PRUNERS] = "median"  # type: ignore[valid-type]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
+class SearchConfig(_Strict):
+    """``search:`` what Optuna samples and how long it searches."""
+
+    n_trials: int | None = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)  # seconds
+    metric: Literal["val_acc", "val_loss"] = "val_acc"  # best epoch's value is the objective
+    direction: Literal["maximize", "minimize"] | None = None  # None: from the metric
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    # a preset name, or entries {dotted.key: SearchParam}; key `preset` merges a preset first
+    space: str | dict[str, Any] = "course"
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)  # trials to run first
+    workers: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _direction(self) -> SearchConfig:
+        if self.direction is None:
+            object.__setattr__(self, "direction", METRICS[self.metric])
+        return self
+
+
+# ----------------------------------------------------------------- tracking
+class TrackingConfig(_Strict):
+    """``tracking:`` where MLflow runs go."""
+
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
+    experiment: str | None = None  # None: the study name
+    artifact_location: str | None = None  # None: mlruns/artifacts for local stores
+    register_best: bool = True  # log + register the best trial's model at the end
+    log_checkpoints: bool = False  # log every trial's model (large!)
+
+
+class ReportConfig(_Strict):
+    """``report:`` the dashboard written at the end of ``hpstudy run``."""
+
+    enabled: bool = True
+    dir: str = "dashboards"
+
+
+class StudyConfig(_Strict):
+    """A whole study file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=128)
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage: str | None = None  # Optuna URL; None: $HPSTUDY_STORAGE or sqlite:///mlruns/optuna.db
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _model_builds(self) -> StudyConfig:
+        """Build the model on the meta device: catches bad architecture kwargs cheaply."""
+        import torch
+
+        meta = _data.describe_dataset(self.data.dataset, **self.data.options)
+        info = _models.model_info(self.model.arch)
+        size = max(meta.image_size, info.min_size)
+        try:
+            with torch.device("meta"):
+                _models.create_model(
+                    self.model.arch, num_classes=meta.num_classes, in_chans=meta.in_chans,
+                    input_size=size, **self.model.kwargs(),
+                )
+        except Exception as e:  # the builder's own complaint, e.g. a bad depth
+            raise ValueError(f"model: '{self.model.arch}' cannot be built: {e}") from None
+        return self
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def direction(self) -> str:
+        return self.search.direction or METRICS[self.search.metric]
+
+    def tracking_uri(self, flag: str | None = None) -> str:
+        """Flag > study file > $MLFLOW_TRACKING_URI > default SQLite store."""
+        return flag or self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+            DEFAULT_TRACKING_URI
+
+    def storage_url(self, flag: str | None = None) -> str:
+        """Flag > study file > $HPSTUDY_STORAGE > default SQLite storage."""
+        return flag or self.storage or os.environ.get("HPSTUDY_STORAGE") or DEFAULT_STORAGE
+
+    def with_overrides(self, params: dict[str, Any], source: str = "trial") -> StudyConfig:
+        """A copy with dotted-key values applied and validated (a concrete trial config)."""
+        return apply_overrides(self.to_dict(), params, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, shorthands expanded (round-trips through :func:`from_dict`)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------- loading/overrides
+def resolve_key(key: str) -> str:
+    """Canonical dotted key (``lr`` -> ``train.lr``)."""
+    return ALIASES.get(key, key)
+
+
+def _loc(err: dict[str, Any]) -> str:
+    parts = [str(p) for p in err.get("loc", ()) if not str(p).startswith("function-")]
+    # drop pydantic's union-branch markers like "str" / "list[str]" / "int"
+    clean = [p for p in parts if not any(c in p for c in "[]") and p not in
+             ("str", "int", "float", "bool", "list", "dict", "SearchParam", "constrained-str")]
+    return ".".join(clean) or "(top level)"
+
+
+def _first_error(e: ValidationError) -> tuple[str, str]:
+    err = e.errors(include_url=False)[0]
+    msg = err.get("msg", "invalid value")
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in err and err.get("type") not in ("missing",) and not isinstance(
+        err["input"], dict
+    ):
+        msg = f"{msg} (got {err['input']!r})"
+    return _loc(err), msg
+
+
+def from_dict(raw: Any, source: str = "<dict>") -> StudyConfig:
+    """Validate plain data into a :class:`StudyConfig`, raising :class:`ConfigError`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, None, "a study file must be a YAML mapping (key: value)")
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        field, msg = _first_error(e)
+        raise ConfigError(source, field, msg) from None
+    except (_models.UnknownModelError, _data.DatasetError) as e:
+        raise ConfigError(source, None, str(e)) from None
+    from .search.space import validate_space  # the space refers to config keys
+
+    validate_space(cfg, source)
+    return cfg
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """Set ``d[a][b][c] = value`` for ``key='a.b.c'``; unknown intermediate keys are errors."""
+    parts = resolve_key(key).split(".")
+    node = d
+    for i, p in enumerate(parts[:-1]):
+        if p not in node:
+            raise ConfigError(source, ".".join(parts[: i + 1]), "unknown key")
+        if not isinstance(node[p], dict):
+            # a shorthand (scheduler: cosine) written as its full table
+            node[p] = {"name": node[p]} if isinstance(node[p], str) else {"enabled": node[p]}
+        node = node[p]
+    if parts[-1] not in node and parts[0] not in ("data", "model") and not (
+        parts[:2] == ["search", "space"] or parts[0] == "search" and parts[-2:-1] == ["options"]
+    ):
+        raise ConfigError(source, ".".join(parts), "unknown key")
+    node[parts[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], source: str) -> StudyConfig:
+    """Apply dotted-key overrides to plain data and validate the result."""
+    data = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        set_dotted(data, key, value, source)
+    return from_dict(data, source)
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=0.1", "data.augmentation=[hflip]"]`` -> dict; values parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError("--set", item, "expected key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError("--set", item, "expected key=value")
+        try:
+            out[key] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            out[key] = text
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Safely load a YAML file, raising :class:`ConfigError` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(path), None, "no such study file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        raise ConfigError(str(path), where, f"not valid YAML: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raise ConfigError(str(path), None, "the file is empty")
+    return raw
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> StudyConfig:
+    """Load and validate a study file, then apply ``--set`` overrides.
+
+    Args:
+        path: the YAML study file.
+        overrides: ``{"train.lr": 0.1}`` or ``["train.lr=0.1"]`` (aliases allowed).
+
+    Raises:
+        ConfigError: naming the file or flag, the field, and what was expected.
+    """
+    cfg = from_dict(read_yaml(path), str(path))  # the file alone must be valid: errors name the file
+    if overrides:
+        ov = parse_set(overrides) if isinstance(overrides, list) else dict(overrides)
+        src = "--set " + " ".join(f"{k}={v}" for k, v in ov.items())
+        cfg = apply_overrides(cfg.to_dict(), ov, source=src)
+    return cfg
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> flat dotted keys (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def trial_params(cfg: StudyConfig) -> dict[str, Any]:
+    """Every hyperparameter of a concrete config as flat dotted keys (MLflow params)."""
+    d = cfg.to_dict()
+    return flatten({k: d[k] for k in ("data", "model", "train")})

@@ -1,0 +1,109 @@
+"""Dataset registry: every dataset family registers a loader by name.
+
+A loader returns a :class:`RawDataset` of uint8 image tensors (N, C, H, W) and
+int64 labels, already split into the dataset's own train/test (and, for SVHN,
+extra) parts. Splitting into train/validation, normalization and
+augmentation are done once, in :mod:`hpstudy.data.module`, for every dataset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class RawDataset:
+    """Images as uint8 (N, C, H, W) tensors with int64 labels.
+
+    ``val_x``/``val_y`` are set only by datasets whose protocol fixes the
+    validation set itself (SVHN with ``extra``); otherwise the data module
+    carves validation from ``train``. ``test_x`` may be ``None``.
+    """
+
+    name: str
+    num_classes: int
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    class_names: list[str] | None = None
+    info: dict = field(default_factory=dict)  # protocol facts, logged as params
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What can be said of a dataset without loading it."""
+
+    num_classes: int
+    in_chans: int
+    image_size: int
+
+
+@dataclass(frozen=True)
+class _Entry:
+    load: Callable[..., RawDataset]
+    describe: Callable[..., DatasetMeta]
+    in_memory: bool  # False: large image folders stream through a DataLoader
+
+
+_DATASETS: dict[str, _Entry] = {}
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded (unknown name, missing files, bad options)."""
+
+
+def register_dataset(
+    name: str, *, describe: Callable[..., DatasetMeta], in_memory: bool = True
+) -> Callable[[Callable[..., RawDataset]], Callable[..., RawDataset]]:
+    """Register ``load(root=, download=, **options) -> RawDataset`` under ``name``.
+
+    ``describe(**options) -> DatasetMeta`` must be cheap (no file access).
+    """
+
+    def deco(fn: Callable[..., RawDataset]) -> Callable[..., RawDataset]:
+        if name in _DATASETS:
+            raise ValueError(f"dataset '{name}' is registered twice")
+        _DATASETS[name] = _Entry(fn, describe, in_memory)
+        return fn
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names."""
+    return sorted(_DATASETS)
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_DATASETS), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise DatasetError(
+            f"unknown dataset '{name}'{hint} (known: {', '.join(list_datasets())})"
+        ) from None
+
+
+def dataset_options(name: str) -> set[str]:
+    """Dataset-specific options the loader accepts (beyond ``root`` and ``download``)."""
+    params = inspect.signature(_entry(name).load).parameters
+    return {n for n in params if n not in ("root", "download")}
+
+
+def describe_dataset(name: str, **options) -> DatasetMeta:
+    """Classes, channels and image size of a dataset, without loading it."""
+    return _entry(name).describe(**options)
+
+
+def load_dataset(name: str, *, root: str, download: bool = False, **options) -> RawDataset:
+    """Load a registered dataset's raw splits."""
+    return _entry(name).load(root=root, download=download, **options)

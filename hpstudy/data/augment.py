@@ -1,0 +1,127 @@
+"""Batch augmentation with tensor ops on the training device (airbench style).
+
+Each augmentation is a function ``(x, generator) -> x`` on a float batch
+(N, C, H, W) that is already normalized; presets name lists of them. Only
+training batches are augmented; validation and test batches never are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Augment = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+
+def _rand(n: int, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, device=x.device, generator=gen)
+
+
+def pad_crop(x: torch.Tensor, gen: torch.Generator | None, pad: int = 4) -> torch.Tensor:
+    """Zero-pad by ``pad`` (4 for 32 px, scaled for smaller images) and random-crop back."""
+    n, _, h, w = x.shape
+    pad = max(1, round(pad * h / 32)) if h < 32 else pad
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = (_rand(n, x, gen) * (2 * pad + 1)).long()
+    dy = (_rand(n, x, gen) * (2 * pad + 1)).long()
+    # gather crops with one advanced-indexing op: rows/cols offsets per sample
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def hflip(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Flip left-right with probability 0.5."""
+    flip = _rand(x.shape[0], x, gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def vflip(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Flip upside-down with probability 0.5."""
+    flip = _rand(x.shape[0], x, gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(2), x)
+
+
+def rotation(x: torch.Tensor, gen: torch.Generator | None, degrees: float = 15.0) -> torch.Tensor:
+    """Rotate each image by a random angle in [-degrees, degrees] (bilinear)."""
+    n = x.shape[0]
+    theta = (_rand(n, x, gen) * 2 - 1) * (degrees * torch.pi / 180)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zeros = torch.zeros_like(cos)
+    mat = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(mat.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def color_jitter(x: torch.Tensor, gen: torch.Generator | None, strength: float = 0.2) -> torch.Tensor:
+    """Random brightness (additive) and contrast (multiplicative) per image."""
+    n = x.shape[0]
+    b = (_rand(n, x, gen) * 2 - 1) * strength
+    c = 1 + (_rand(n, x, gen) * 2 - 1) * strength
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * c[:, None, None, None] + mean + b[:, None, None, None]
+
+
+def cutout(x: torch.Tensor, gen: torch.Generator | None, frac: float = 0.5) -> torch.Tensor:
+    """Zero a random square of side ``frac * H`` per image (DeVries & Taylor, 2017)."""
+    n, _, h, w = x.shape
+    size = max(1, int(round(frac * h)))
+    cy = (_rand(n, x, gen) * h).long()
+    cx = (_rand(n, x, gen) * w).long()
+    ys = torch.arange(h, device=x.device)[None, :]
+    xs = torch.arange(w, device=x.device)[None, :]
+    my = ((ys - cy[:, None]).abs() <= size // 2)[:, :, None]
+    mx = ((xs - cx[:, None]).abs() <= size // 2)[:, None, :]
+    mask = (my & mx)[:, None, :, :]
+    return x.masked_fill(mask, 0.0)
+
+
+AUGMENTATIONS: dict[str, Augment] = {
+    "pad_crop": pad_crop,
+    "hflip": hflip,
+    "vflip": vflip,
+    "rotation": rotation,
+    "color_jitter": color_jitter,
+    "cutout": cutout,
+}
+
+# Presets a study can search over. "standard" is the CIFAR "+" protocol.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "standard": ("pad_crop", "hflip"),
+    "strong": ("pad_crop", "hflip", "color_jitter", "cutout"),
+}
+
+
+def resolve(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """Names of the augmentations in ``spec`` (a preset, a single name, or a list)."""
+    names: tuple[str, ...]
+    if isinstance(spec, str):
+        names = PRESETS[spec] if spec in PRESETS else (spec,)
+    else:
+        names = tuple(spec)
+    for n in names:
+        if n not in AUGMENTATIONS:
+            raise ValueError(
+                f"unknown augmentation '{n}'; choose from presets {', '.join(PRESETS)} "
+                f"or {', '.join(AUGMENTATIONS)}"
+            )
+    return names
+
+
+def build(spec: str | Sequence[str]) -> Augment | None:
+    """One function applying every augmentation of ``spec`` in order (None if empty)."""
+    fns = [AUGMENTATIONS[n] for n in resolve(spec)]
+    if not fns:
+        return None
+
+    def apply(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        for fn in fns:
+            x = fn(x, gen)
+        return x
+
+    return apply

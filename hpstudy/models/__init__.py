@@ -1,0 +1,38 @@
+"""Model zoo. Importing this package registers every family's builders.
+
+Public surface: :func:`create_model`, :func:`list_models`, :func:`model_info`,
+:func:`register_model`, :func:`count_params`, and the string factories of
+:mod:`hpstudy.models.layers`.
+"""
+
+from __future__ import annotations
+
+from . import baseline, lenet, mlp  # noqa: F401  (registers the builders)
+from ._registry import (
+    ModelInfo,
+    UnknownModelError,
+    count_params,
+    create_model,
+    list_models,
+    model_info,
+    model_kwargs,
+    register_model,
+)
+from .layers import ACTIVATIONS, INITS, NORMS, get_act, get_norm, init_weights
+
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "NORMS",
+    "ModelInfo",
+    "UnknownModelError",
+    "count_params",
+    "create_model",
+    "get_act",
+    "get_norm",
+    "init_weights",
+    "list_models",
+    "model_info",
+    "model_kwargs",
+    "register_model",
+]

@@ -1,0 +1,152 @@
+"""Model registry: architectures are found by name (timm style).
+
+Every builder is registered with :func:`register_model` together with a small
+:class:`ModelInfo` record. :func:`create_model` is the only way the rest of
+hpstudy builds a network, so no caller ever special-cases an architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata every registered architecture carries.
+
+    Attributes:
+        name: registry name.
+        family: file/family the builder belongs to (e.g. ``"resnet"``).
+        native_size: input side length the architecture was designed for.
+        min_size: smallest input side length the network accepts; the data
+            module upsamples smaller images to this size.
+        description: one line for ``hpstudy models``.
+        defaults: keyword arguments the builder fixes (data-only variant).
+    """
+
+    name: str
+    family: str
+    native_size: int
+    min_size: int
+    description: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fn: Callable[..., nn.Module]
+    info: ModelInfo
+
+
+_MODELS: dict[str, _Entry] = {}
+
+
+class UnknownModelError(KeyError):
+    """Raised for a model name that is not registered; lists close matches."""
+
+    def __init__(self, name: str):
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        super().__init__(f"unknown model '{name}'.{hint} (`hpstudy models` lists all)")
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    native_size: int,
+    min_size: int,
+    description: str = "",
+    **defaults: Any,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``fn(num_classes=, in_chans=, **hp) -> nn.Module`` under ``name``.
+
+    ``defaults`` are bound into the builder, so one model class serves many
+    data-only variants: ``register_model("vgg11", ..., cfg="A")(_create_vgg)``.
+    """
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model '{name}' is registered twice")
+        info = ModelInfo(name, family, native_size, min_size, description, dict(defaults))
+        _MODELS[name] = _Entry(fn, info)
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered names, optionally filtered by a shell-style pattern."""
+    names = sorted(_MODELS)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a registered model."""
+    try:
+        return _MODELS[name].info
+    except KeyError:
+        raise UnknownModelError(name) from None
+
+
+def model_kwargs(name: str) -> set[str] | None:
+    """Keyword arguments the builder accepts (None when it takes ``**kwargs``)."""
+    entry = _MODELS.get(name)
+    if entry is None:
+        raise UnknownModelError(name)
+    params = inspect.signature(entry.fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_chans: int,
+    input_size: int | None = None,
+    **hp: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: registry name (``hpstudy models`` lists them).
+        num_classes: number of output logits.
+        in_chans: input channels.
+        input_size: input side length; passed to builders that need it (fully
+            connected heads), ignored by the others.
+        **hp: architecture keyword arguments (``drop_rate``, ``act_layer``,
+            ``norm_layer``, widths, depth...).
+    """
+    if name not in _MODELS:
+        raise UnknownModelError(name)
+    entry = _MODELS[name]
+    kwargs = {**entry.info.defaults, **hp}
+    accepted = model_kwargs(name)
+    if input_size is not None and (accepted is None or "input_size" in accepted):
+        kwargs["input_size"] = input_size
+    if accepted is not None:
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise TypeError(
+                f"model '{name}' does not take {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(accepted - {'num_classes', 'in_chans'}))}"
+            )
+    return entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def count_params(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

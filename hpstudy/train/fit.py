@@ -1,0 +1,245 @@
+"""``fit(config, hooks)``: train one concrete configuration with a real Lightning Trainer.
+
+The per-epoch history is the single source of truth downstream: MLflow
+metrics, Optuna intermediate values and the diagnosis all read it. Hooks are
+called once per epoch (on rank 0 only) with that epoch's record; a hook that
+returns ``True`` stops training (Optuna pruning), and the decision is
+broadcast so every DDP rank stops together.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+
+from ..config import StudyConfig
+from ..data import ImageDataModule
+from ..models import model_info
+from .module import ClassifierModule
+
+EpochHook = Callable[[dict[str, Any]], bool | None]
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
+
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*LeafSpec.*")
+
+
+@dataclass
+class FitResult:
+    """What one training run produced.
+
+    ``status`` is ``completed`` (ran all epochs), ``early_stopped``, ``pruned``
+    (a hook asked to stop) or ``diverged`` (non-finite loss; ``reason`` says where).
+    ``best`` is the history record of the best epoch by ``monitor``.
+    """
+
+    history: list[dict[str, Any]]
+    status: str
+    monitor: str
+    mode: str
+    best_epoch: int | None = None
+    best: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    test: dict[str, float] | None = None
+    num_params: int = 0
+    data_info: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    module: ClassifierModule | None = None
+    datamodule: ImageDataModule | None = None
+
+    @property
+    def value(self) -> float | None:
+        """The objective: the monitored metric at the best epoch."""
+        return None if not self.best else self.best.get(self.monitor)
+
+
+def _better(a: float, b: float | None, mode: str) -> bool:
+    if b is None or not math.isfinite(b):
+        return math.isfinite(a)
+    return a > b if mode == "max" else a < b
+
+
+class _EpochRecorder(Callback):
+    """Builds the history once per epoch, keeps the best weights, runs the hooks."""
+
+    def __init__(self, hooks: Sequence[EpochHook], monitor: str, mode: str):
+        self.hooks, self.monitor, self.mode = list(hooks), monitor, mode
+        self.history: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stop_reason: str | None = None  # "pruned" or "diverged: ..."
+        self._t0 = 0.0
+        self._lr = float("nan")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])  # lr used this epoch
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        # one host sync per epoch, for the whole record
+        values = torch.stack([m[k].detach().float().reshape(()) for k in HISTORY_KEYS[1:5]]).tolist()
+        record: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
+        record.update(dict(zip(HISTORY_KEYS[1:5], values, strict=True)))
+        record["lr"] = self._lr
+        record["epoch_time_s"] = time.perf_counter() - self._t0
+        self.history.append(record)
+
+        bad = [k for k in ("train_loss", "val_loss") if not math.isfinite(record[k])]
+        if bad:
+            self.stop_reason = f"diverged: non-finite {bad[0]} at epoch {record['epoch']}"
+            trainer.should_stop = True
+            return
+        value = record[self.monitor]
+        if _better(value, self.best_value, self.mode):
+            self.best_value, self.best_epoch = value, record["epoch"]
+            self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+        stop = False
+        if trainer.is_global_zero:
+            for hook in self.hooks:
+                stop = bool(hook(dict(record))) or stop
+        stop = trainer.strategy.broadcast(stop, src=0)
+        if stop:
+            self.stop_reason = "pruned"
+            trainer.should_stop = True
+
+
+def build_datamodule(cfg: StudyConfig) -> ImageDataModule:
+    """The data module of a concrete config, sized for its model."""
+    d = cfg.data
+    return ImageDataModule(
+        dataset=d.dataset, root=d.root, batch_size=d.batch_size, val_split=d.val_split,
+        seed=d.seed, augmentation=d.augmentation, min_size=model_info(cfg.model.arch).min_size,
+        subset=d.subset, eval_batch_size=d.eval_batch_size, download=d.download,
+        options=d.options,
+    )
+
+
+def build_module(cfg: StudyConfig, dm: ImageDataModule) -> ClassifierModule:
+    """The Lightning module of a concrete config for a prepared data module."""
+    dm.prepare()
+    d = cfg.to_dict()
+    return ClassifierModule(d["model"], d["train"], num_classes=dm.num_classes,
+                            in_chans=dm.in_chans, input_size=dm.input_size)
+
+
+def build_trainer(cfg: StudyConfig, callbacks: list[Callback], **overrides: Any) -> pl.Trainer:
+    """A Lightning Trainer for a concrete config (no logger: tracking is hpstudy's own)."""
+    t = cfg.train
+    kwargs: dict[str, Any] = dict(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # TensorLoader shards by rank itself
+        callbacks=callbacks,
+    )
+    if t.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = t.limit_train_batches
+    if t.limit_val_batches is not None:
+        kwargs["limit_val_batches"] = t.limit_val_batches
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+def fit(
+    cfg: StudyConfig,
+    hooks: Sequence[EpochHook] = (),
+    *,
+    monitor: str | None = None,
+    mode: str | None = None,
+) -> FitResult:
+    """Train one concrete configuration.
+
+    Args:
+        cfg: a concrete (trial) config.
+        hooks: called after each epoch with the epoch's record; return True to stop.
+        monitor: metric that picks the best epoch (default: ``search.metric``).
+        mode: ``max`` or ``min`` (default: from ``search.direction``).
+
+    Returns:
+        The :class:`FitResult`; the module holds the best epoch's weights.
+
+    Raises:
+        Whatever training raises (out of memory, a crash): the caller records it.
+    """
+    start = time.perf_counter()
+    monitor = monitor or cfg.search.metric
+    mode = mode or ("max" if cfg.direction == "maximize" else "min")
+    t = cfg.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    pl.seed_everything(t.seed, workers=False, verbose=False)
+
+    dm = build_datamodule(cfg)
+    module = build_module(cfg, dm)
+    recorder = _EpochRecorder(hooks, monitor, mode)
+    callbacks: list[Callback] = [recorder]
+    if t.early_stopping.enabled:
+        es = t.early_stopping
+        callbacks.append(EarlyStopping(
+            monitor=es.monitor, mode="max" if es.monitor == "val_acc" else "min",
+            patience=es.patience, min_delta=es.min_delta, check_finite=False,
+        ))
+    trainer = build_trainer(cfg, callbacks)
+    trainer.fit(module, datamodule=dm)
+
+    if recorder.stop_reason == "pruned":
+        status = "pruned"
+    elif recorder.stop_reason:
+        status = "diverged"
+    elif len(recorder.history) < t.max_epochs:
+        status = "early_stopped"
+    else:
+        status = "completed"
+
+    if recorder.best_state is not None:
+        module.load_state_dict(recorder.best_state)
+    test = None
+    if t.evaluate_test and status in ("completed", "early_stopped") and dm.has_test:
+        test_trainer = build_trainer(cfg, [], limit_test_batches=None)
+        out = test_trainer.test(module, datamodule=dm, verbose=False)
+        test = {k: float(v) for k, v in (out[0] if out else {}).items()}
+
+    best = {}
+    if recorder.best_epoch is not None:
+        best = dict(recorder.history[recorder.best_epoch - 1])
+    return FitResult(
+        history=recorder.history,
+        status=status,
+        monitor=monitor,
+        mode=mode,
+        best_epoch=recorder.best_epoch,
+        best=best,
+        reason=None if status in ("completed", "early_stopped") else recorder.stop_reason,
+        test=test,
+        num_params=module.num_params,
+        data_info=dm.describe(),
+        duration_s=time.perf_counter() - start,
+        module=module,
+        datamodule=dm,
+    )

@@ -1,0 +1,105 @@
+"""The Lightning module: thin, the same for every architecture.
+
+Builds the network from the model registry by name, applies the init scheme,
+shares one ``_step`` across train/val/test, keeps loss and accuracy in
+torchmetrics objects (accumulated on device) and logs them once per epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..config import ModelConfig, TrainConfig
+from ..models import count_params, create_model, init_weights
+from .optim import build_optimizer, build_scheduler
+
+STAGES = ("train", "val", "test")
+
+
+class ClassifierModule(pl.LightningModule):
+    """Image classifier trained with cross-entropy.
+
+    Args:
+        model: the ``model:`` section as plain data.
+        train: the ``train:`` section as plain data.
+        num_classes, in_chans, input_size: from the data module.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        train: dict[str, Any],
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_cfg = ModelConfig.model_validate(model)
+        self.train_cfg = TrainConfig.model_validate(train)
+        self.net = create_model(
+            self.model_cfg.arch, num_classes=num_classes, in_chans=in_chans,
+            input_size=input_size, **self.model_cfg.kwargs(),
+        )
+        init_weights(self.net, self.model_cfg.init)
+        self.num_params = count_params(self.net)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.train_cfg.label_smoothing)
+        # ModuleDict keys cannot shadow nn.Module attributes ("train"): prefix them
+        self.acc = nn.ModuleDict(
+            {f"{s}_": MulticlassAccuracy(num_classes=num_classes, average="micro") for s in STAGES}
+        )
+        self.loss = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = self.criterion(logits, y)
+        # accumulate on device; no .item() here (no per-step host sync)
+        self.loss[f"{stage}_"].update(loss.detach(), weight=y.shape[0])
+        self.acc[f"{stage}_"].update(logits.detach(), y)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        # compute() syncs across DDP ranks once per epoch
+        loss, acc = self.loss[f"{stage}_"], self.acc[f"{stage}_"]
+        out = {f"{stage}_loss": loss.compute(), f"{stage}_acc": acc.compute()}
+        loss.reset()
+        acc.reset()
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        # Validation runs after the last training batch of the epoch, so the
+        # training metrics of this epoch are complete here too: one log call.
+        metrics = self._epoch_metrics("val")
+        if not self.trainer.sanity_checking and self.loss["train_"].update_called:
+            metrics.update(self._epoch_metrics("train"))
+        self.log_dict(metrics, prog_bar=False, sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._epoch_metrics("test"), sync_dist=False)
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.net.parameters(), self.train_cfg)
+        steps = self.trainer.estimated_stepping_batches // max(1, self.train_cfg.max_epochs)
+        sched = build_scheduler(opt, self.train_cfg, steps_per_epoch=max(1, int(steps)))
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": sched}
