@@ -50,7 +50,7 @@ class DatasetMeta:
 class _Entry:
     load: Callable[..., RawDataset]
     describe: Callable[..., DatasetMeta]
-    in_memory: bool  # False: large image folders stream through a DataLoader
+    check: Callable[..., None] | None  # raises DatasetError when files are missing
 
 
 _DATASETS: dict[str, _Entry] = {}
@@ -61,17 +61,23 @@ class DatasetError(ValueError):
 
 
 def register_dataset(
-    name: str, *, describe: Callable[..., DatasetMeta], in_memory: bool = True
+    name: str,
+    *,
+    describe: Callable[..., DatasetMeta],
+    check: Callable[..., None] | None = None,
 ) -> Callable[[Callable[..., RawDataset]], Callable[..., RawDataset]]:
     """Register ``load(root=, download=, **options) -> RawDataset`` under ``name``.
 
     ``describe(**options) -> DatasetMeta`` must be cheap (no file access).
+    ``check(root=, download=, **options)`` raises :class:`DatasetError` naming
+    the dataset, the path it looked in and how to get the files; it runs
+    before a study writes anything.
     """
 
     def deco(fn: Callable[..., RawDataset]) -> Callable[..., RawDataset]:
         if name in _DATASETS:
             raise ValueError(f"dataset '{name}' is registered twice")
-        _DATASETS[name] = _Entry(fn, describe, in_memory)
+        _DATASETS[name] = _Entry(fn, describe, check)
         return fn
 
     return deco
@@ -102,6 +108,13 @@ def dataset_options(name: str) -> set[str]:
 def describe_dataset(name: str, **options) -> DatasetMeta:
     """Classes, channels and image size of a dataset, without loading it."""
     return _entry(name).describe(**options)
+
+
+def check_dataset(name: str, *, root: str, download: bool = False, **options) -> None:
+    """Raise :class:`DatasetError` if the dataset's files are missing (and not downloadable)."""
+    entry = _entry(name)
+    if entry.check is not None:
+        entry.check(root=root, download=download, **options)
 
 
 def load_dataset(name: str, *, root: str, download: bool = False, **options) -> RawDataset:
