@@ -1,0 +1,44 @@
+"""Search: spaces, samplers/pruners by name, and running/resuming/joining studies.
+
+Public surface: :func:`run_study`, :func:`run_single`, :func:`open_study`,
+:func:`connect`, :func:`build_sampler`, :func:`build_pruner`, :func:`get_storage`,
+:class:`Objective`, :class:`StudySummary`, and :mod:`hpstudy.search.space`.
+"""
+
+from __future__ import annotations
+
+from . import space
+from .study import (
+    CONFIG_ATTR,
+    PARENT_RUN_ATTR,
+    Objective,
+    StudySummary,
+    TrialFailed,
+    build_pruner,
+    build_sampler,
+    connect,
+    get_storage,
+    open_study,
+    record_fit,
+    run_single,
+    run_study,
+    summarize,
+)
+
+__all__ = [
+    "CONFIG_ATTR",
+    "PARENT_RUN_ATTR",
+    "Objective",
+    "StudySummary",
+    "TrialFailed",
+    "build_pruner",
+    "build_sampler",
+    "connect",
+    "get_storage",
+    "open_study",
+    "record_fit",
+    "run_single",
+    "run_study",
+    "space",
+    "summarize",
+]

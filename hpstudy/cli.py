@@ -1,0 +1,269 @@
+"""The ``hpstudy`` command line: thin; parses, calls one function, prints.
+
+Exit codes: 0 success, 2 bad study file / flag / data (one message naming the
+file and field, before anything is written), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    name="hpstudy",
+    help="Hyperparameter studies on image classifiers (Optuna + Lightning + MLflow + Plotly).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StudyArg = Annotated[str, typer.Argument(help="Study file (YAML) or, where noted, a study name.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: --set train.lr=0.01 (repeatable)."),
+]
+StorageOpt = Annotated[
+    str | None, typer.Option("--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db).")
+]
+TrackingOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlruns/mlflow.db).")
+]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` mapping user errors to exit 2 and everything else to exit 1."""
+    from .config import ConfigError
+    from .data import DatasetError
+    from .models import UnknownModelError
+
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        typer.echo("interrupted; the study can be resumed by running the same command", err=True)
+        raise typer.Exit(130) from None
+    except (ConfigError, DatasetError, UnknownModelError) as e:
+        _fail(str(e), 2)
+    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        if os.environ.get("HPSTUDY_DEBUG"):
+            traceback.print_exc()
+        _fail(f"{type(e).__name__}: {e}", 1)
+
+
+def load_checked(study: str, overrides: list[str] | None):
+    """Load a study file and check its data is there, before anything is written."""
+    from .config import load_study
+    from .data import check_dataset, data_root
+
+    cfg = load_study(study, overrides)
+    d = cfg.data
+    check_dataset(d.dataset, root=data_root(d.root), download=d.download, **d.options)
+    return cfg
+
+
+def resolve_study(study: str, overrides: list[str] | None, storage: str | None):
+    """A study file, or the name of a study whose config is kept in the storage."""
+    from .config import ConfigError, apply_overrides, from_dict, parse_set
+    from .search.study import CONFIG_ATTR
+
+    if Path(study).exists() or study.endswith((".yaml", ".yml")):
+        return load_checked(study, overrides)
+    import optuna
+    import yaml
+
+    from .config import DEFAULT_STORAGE
+    from .search import get_storage
+
+    url = storage or os.environ.get("HPSTUDY_STORAGE") or DEFAULT_STORAGE
+    try:
+        loaded = optuna.load_study(study_name=study, storage=get_storage(url))
+    except KeyError:
+        raise ConfigError(study, None, f"no such study file, and no study of that name in {url}") \
+            from None
+    text = loaded.user_attrs.get(CONFIG_ATTR)
+    if not text:
+        raise ConfigError(study, None, f"study found in {url} but it has no stored config; "
+                                       "pass the study file instead")
+    cfg = from_dict(yaml.safe_load(text), f"{study} (config stored in {url})")
+    if overrides:
+        cfg = apply_overrides(cfg.to_dict(), parse_set(overrides), source="--set")
+    return cfg
+
+
+def _print_summary(s) -> None:
+    c = s.counts
+    typer.echo("")
+    typer.echo(f"study        {s.study_name}: {c['total']} trials ({c['complete']} complete, "
+               f"{c['pruned']} pruned, {c['failed']} failed) in {s.duration_s:.1f}s")
+    if s.best_value is not None:
+        typer.echo(f"best value   {s.best_value:.4f} (trial {s.best_trial})")
+        typer.echo("best params  " + ", ".join(f"{k}={_fmt(v)}" for k, v in s.best_params.items()))
+        typer.echo(f"best run     {s.best_run_id}")
+    else:
+        typer.echo("best value   none (no trial completed)")
+    typer.echo(f"study run    {s.parent_run_id} (experiment {s.experiment_id})")
+    typer.echo(f"optuna       {s.storage}")
+    typer.echo(f"mlflow       {s.tracking_uri}   (open with: hpstudy ui)")
+    if s.report_path:
+        typer.echo(f"dashboard    {s.report_path}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@app.command()
+def run(
+    study: StudyArg,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Trials to run now.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0, help="Seconds before no new trial starts.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Trials in parallel (processes).")] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    set_: SetOpt = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the dashboard at the end.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Create or resume a study and run its trials; ends with the best trial."""
+
+    def go():
+        cfg = load_checked(study, set_)
+        from .search import run_study
+
+        kwargs: dict[str, Any] = dict(n_trials=n_trials, timeout=timeout, storage=storage,
+                                      tracking_uri=tracking_uri, progress=not quiet,
+                                      report=False if no_report else None)
+        n_workers = workers or cfg.search.workers
+        if n_workers > 1:
+            from .search import run_parallel
+
+            summary = run_parallel(cfg, workers=n_workers, **kwargs)
+        else:
+            summary = run_study(cfg, **kwargs)
+        _print_summary(summary)
+
+    _guard(go)
+
+
+@app.command()
+def worker(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Trials this worker runs.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0)] = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Join a running study from another process or machine (shared storage)."""
+
+    def go():
+        cfg = resolve_study(study, set_, storage)
+        from .search import run_study
+
+        summary = run_study(cfg, n_trials=n_trials, timeout=timeout, storage=storage,
+                            tracking_uri=tracking_uri, progress=not quiet, report=False)
+        _print_summary(summary)
+
+    _guard(go)
+
+
+@app.command()
+def train(
+    study: StudyArg,
+    set_: SetOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """One run with fixed hyperparameters (the study file's values plus --set)."""
+
+    def go():
+        cfg = load_checked(study, set_)
+        from .search import run_single
+
+        result, run_id, tracker = run_single(cfg, tracking_uri)
+        for r in result.history:
+            typer.echo(f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  "
+                       f"train_acc {r['train_acc']:.4f}  val_loss {r['val_loss']:.4f}  "
+                       f"val_acc {r['val_acc']:.4f}  lr {r['lr']:.3g}")
+        typer.echo(f"status       {result.status}" + (f" ({result.reason})" if result.reason else ""))
+        if result.best_epoch is not None:
+            typer.echo(f"best epoch   {result.best_epoch}: val_acc {result.best['val_acc']:.4f}")
+        if result.test:
+            typer.echo(f"test         " + ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()))
+        typer.echo(f"run          {run_id} in {tracker.uri}")
+        if result.status == "diverged":
+            raise typer.Exit(1)
+
+    _guard(go)
+
+
+@app.command()
+def models(
+    in_chans: Annotated[int, typer.Option("--in-chans", min=1)] = 3,
+    num_classes: Annotated[int, typer.Option("--num-classes", min=2)] = 10,
+    input_size: Annotated[int | None, typer.Option("--input-size", min=1, help="Default: each model's native size.")] = None,
+    pattern: Annotated[str | None, typer.Argument(help="Shell pattern, e.g. 'preact*'.")] = None,
+) -> None:
+    """The model registry with parameter counts."""
+
+    def go():
+        from .models import models_table
+
+        rows = models_table(in_chans=in_chans, num_classes=num_classes, input_size=input_size)
+        if pattern:
+            import fnmatch
+
+            rows = [r for r in rows if fnmatch.fnmatch(r["name"], pattern)]
+        if not rows:
+            _fail(f"no model matches '{pattern}'", 2)
+        typer.echo(f"{'name':22s} {'family':14s} {'params':>12s} {'native':>6s} {'min':>4s}  description")
+        for r in rows:
+            typer.echo(f"{r['name']:22s} {r['family']:14s} {r['params']:>12,d} "
+                       f"{r['native_size']:>6d} {r['min_size']:>4d}  {r['description']}")
+
+    _guard(go)
+
+
+@app.command()
+def ui(
+    study: Annotated[str | None, typer.Argument(help="Study file or name (for its experiment URL).")] = None,
+    tracking_uri: TrackingOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Bind address; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 5000,
+) -> None:
+    """Start the MLflow UI on the project's store (Ctrl-C stops it)."""
+
+    def go():
+        from .track.ui import serve_ui
+
+        serve_ui(study=study, tracking_uri=tracking_uri, host=host, port=port)
+
+    _guard(go)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # migrations chatter on a new store
+    try:
+        app(args=argv, prog_name="hpstudy", standalone_mode=True)
+    except SystemExit as e:  # click exits 2 on usage errors already
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""MLflow tracking with the client API: one parent run per study, one child per trial.
+
+Naming is a contract (DESIGN.md): experiment = study name; the parent run is
+tagged ``hpstudy.kind=study``; each trial's run is named ``trial-0007``, nested
+under the parent (``mlflow.parentRunId``) and tagged ``optuna.study_name``,
+``optuna.trial_number``, ``hpstudy.state`` and ``hpstudy.diagnosis``. Metrics
+are written once per epoch in one ``log_batch`` call (step = epoch).
+
+The client is created once per process: a fresh SQLite store costs about a
+second of migrations, and a fluent-API global run would not survive
+concurrent trials.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
+STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
+                   "KILLED": "KILLED"}
+_MAX_PARAM_LEN = 6000  # MLflow's param value limit
+_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def is_local_store(uri: str) -> bool:
+    """SQLite or file stores: artifacts go to a local folder we choose."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def prepare_local_uri(uri: str) -> str:
+    """Create the folder of a relative ``sqlite:///path/db`` URI (MLflow does not)."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def _param_value(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, list | dict | tuple) else str(v)
+    return s[:_MAX_PARAM_LEN]
+
+
+@lru_cache(maxsize=1)
+def run_environment() -> dict[str, str]:
+    """Git commit and hardware, tagged on every run (record the evidence)."""
+    tags: dict[str, str] = {"hpstudy.host": platform.node(),
+                            "hpstudy.python": platform.python_version()}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import torch
+
+    tags["hpstudy.torch"] = torch.__version__
+    if torch.cuda.is_available():
+        tags["hpstudy.hardware"] = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    else:
+        tags["hpstudy.hardware"] = f"cpu ({os.cpu_count()} cores, {platform.machine()})"
+    return tags
+
+
+def history_csv(history: Iterable[dict[str, Any]]) -> str:
+    """Per-epoch history as CSV text (the ``history.csv`` artifact)."""
+    rows = list(history)
+    buf = io.StringIO()
+    keys = ["epoch", *EPOCH_METRICS]
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+class Tracker:
+    """One MLflow client bound to one experiment.
+
+    Args:
+        uri: tracking URI (``sqlite:///mlruns/mlflow.db``, ``http://127.0.0.1:5000``...).
+        experiment: experiment name (the study name).
+        artifact_location: where a new experiment stores artifacts; ``None`` puts
+            them under ``mlruns/artifacts/`` next to a local store and lets a
+            tracking server decide otherwise.
+    """
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+        self.uri = prepare_local_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment = experiment
+        self.experiment_id = self._experiment_id(experiment, artifact_location)
+
+    def _experiment_id(self, name: str, artifact_location: str | None) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        if artifact_location is None and is_local_store(self.uri):
+            artifact_location = (Path("mlruns/artifacts") / name).resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+        except Exception:  # created meanwhile by another worker
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # ------------------------------------------------------------- runs
+    def study_run(self, study_name: str, run_id: str | None = None,
+                  params: dict[str, Any] | None = None) -> str:
+        """The study's parent run: ``run_id`` if it still exists, else found by tag, else new."""
+        if run_id:
+            try:
+                run = self.client.get_run(run_id)
+                if run.info.lifecycle_stage == "active":
+                    self.client.update_run(run_id, status="RUNNING")
+                    return run_id
+            except Exception:
+                pass
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(f"tags.`hpstudy.kind` = 'study' and "
+                           f"tags.`optuna.study_name` = '{study_name}'"),
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        if found:
+            self.client.update_run(found[0].info.run_id, status="RUNNING")
+            return found[0].info.run_id
+        tags = {"hpstudy.kind": "study", "optuna.study_name": study_name, **run_environment()}
+        run = self.client.create_run(self.experiment_id, run_name=study_name, tags=tags)
+        if params:
+            self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def start_run(self, run_name: str, tags: dict[str, Any], params: dict[str, Any],
+                  parent_id: str | None = None) -> str:
+        """A (child) run with tags and params logged in batches."""
+        all_tags = {**run_environment(), **{k: str(v) for k, v in tags.items()}}
+        if parent_id:
+            all_tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def start_trial(self, parent_id: str, study_name: str, number: int,
+                    params: dict[str, Any]) -> str:
+        """The child run of trial ``number``, named ``trial-0007``."""
+        tags = {"hpstudy.kind": "trial", "optuna.study_name": study_name,
+                "optuna.trial_number": number, "hpstudy.state": "RUNNING"}
+        return self.start_run(f"trial-{number:04d}", tags, params, parent_id=parent_id)
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(run_id, params=items[i : i + _BATCH])
+
+    def log_epoch(self, run_id: str, record: dict[str, Any]) -> None:
+        """All metrics of one epoch in one call; step = epoch."""
+        ts, step = _now_ms(), int(record["epoch"])
+        metrics = [Metric(k, float(record[k]), ts, step) for k in EPOCH_METRICS if k in record]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def log_metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
+        ts = _now_ms()
+        metrics = [Metric(k, float(v), ts, step) for k, v in values.items() if v is not None]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end_run(self, run_id: str, state: str, tags: dict[str, Any] | None = None) -> None:
+        """Tag the final ``hpstudy.state`` and terminate (FAIL -> status FAILED)."""
+        self.set_tags(run_id, {"hpstudy.state": state, **(tags or {})})
+        self.client.set_terminated(run_id, status=STATE_TO_STATUS.get(state, "FINISHED"))
+
+    def finish_study(self, run_id: str, summary: dict[str, float], status: str = "FINISHED") -> None:
+        """Study-level results on the parent run (step = number of trials so far)."""
+        step = int(summary.get("n_trials", 0))
+        self.log_metrics(run_id, summary, step=step)
+        self.client.set_terminated(run_id, status=status)
