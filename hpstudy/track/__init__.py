@@ -10,6 +10,7 @@ from .tracker import (
     Tracker,
     history_csv,
     is_local_store,
+    local_artifact_root,
     prepare_local_uri,
     run_environment,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "Tracker",
     "history_csv",
     "is_local_store",
+    "local_artifact_root",
     "prepare_local_uri",
     "run_environment",
 ]

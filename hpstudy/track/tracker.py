@@ -44,6 +44,15 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+def local_artifact_root(uri: str) -> Path:
+    """``artifacts/`` beside a SQLite store's file (``mlruns/artifacts`` for the default)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file://").removeprefix("file:")).resolve() / "artifacts"
+    return Path("mlruns/artifacts").resolve()
+
+
 def prepare_local_uri(uri: str) -> str:
     """Create the folder of a relative ``sqlite:///path/db`` URI (MLflow does not)."""
     if uri.startswith("sqlite:///"):
@@ -117,7 +126,7 @@ class Tracker:
                 self.client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         if artifact_location is None and is_local_store(self.uri):
-            artifact_location = (Path("mlruns/artifacts") / name).resolve().as_uri()
+            artifact_location = (local_artifact_root(self.uri) / name).as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=artifact_location)
         except Exception:  # created meanwhile by another worker

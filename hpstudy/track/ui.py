@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .tracker import prepare_local_uri
+from .tracker import local_artifact_root, prepare_local_uri
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 
@@ -18,7 +18,7 @@ def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port)]
     if tracking_uri.startswith(("sqlite:", "file:")):
-        cmd += ["--default-artifact-root", (Path("mlruns/artifacts")).resolve().as_uri()]
+        cmd += ["--default-artifact-root", local_artifact_root(tracking_uri).as_uri()]
     return cmd
 
 
