@@ -368,24 +368,6 @@ class StudyConfig(_Strict):
     storage: str | None = None  # Optuna URL; None: $HPSTUDY_STORAGE or sqlite:///mlruns/optuna.db
     report: ReportConfig = Field(default_factory=ReportConfig)
 
-    @model_validator(mode="after")
-    def _model_builds(self) -> StudyConfig:
-        """Build the model on the meta device: catches bad architecture kwargs cheaply."""
-        import torch
-
-        meta = _data.describe_dataset(self.data.dataset, **self.data.options)
-        info = _models.model_info(self.model.arch)
-        size = max(meta.image_size, info.min_size)
-        try:
-            with torch.device("meta"):
-                _models.create_model(
-                    self.model.arch, num_classes=meta.num_classes, in_chans=meta.in_chans,
-                    input_size=size, **self.model.kwargs(),
-                )
-        except Exception as e:  # the builder's own complaint, e.g. a bad depth
-            raise ValueError(f"model: '{self.model.arch}' cannot be built: {e}") from None
-        return self
-
     # ------------------------------------------------------------ helpers
     @property
     def direction(self) -> str:
@@ -450,10 +432,28 @@ def from_dict(raw: Any, source: str = "<dict>") -> StudyConfig:
         raise ConfigError(source, field, msg) from None
     except (_models.UnknownModelError, _data.DatasetError) as e:
         raise ConfigError(source, None, str(e)) from None
+    check_model_builds(cfg, source)
     from .search.space import validate_space  # the space refers to config keys
 
     validate_space(cfg, source)
     return cfg
+
+
+def check_model_builds(cfg: StudyConfig, source: str) -> None:
+    """Build the model on the meta device: catches bad architecture kwargs cheaply."""
+    import torch
+
+    meta = _data.describe_dataset(cfg.data.dataset, **cfg.data.options)
+    info = _models.model_info(cfg.model.arch)
+    size = max(meta.image_size, info.min_size)
+    try:
+        with torch.device("meta"):
+            _models.create_model(
+                cfg.model.arch, num_classes=meta.num_classes, in_chans=meta.in_chans,
+                input_size=size, **cfg.model.kwargs(),
+            )
+    except Exception as e:  # the builder's own complaint, e.g. a bad depth
+        raise ConfigError(source, "model", f"'{cfg.model.arch}' cannot be built: {e}") from None
 
 
 def set_dotted(d: dict[str, Any], key: str, value: Any, source: str) -> None:
