@@ -1,13 +1,26 @@
 """Model zoo. Importing this package registers every family's builders.
 
 Public surface: :func:`create_model`, :func:`list_models`, :func:`model_info`,
-:func:`register_model`, :func:`count_params`, and the string factories of
+:func:`register_model`, :func:`count_params`, :func:`models_table`, and the string factories of
 :mod:`hpstudy.models.layers`.
 """
 
 from __future__ import annotations
 
-from . import baseline, lenet, mlp  # noqa: F401  (registers the builders)
+from . import (  # noqa: F401  (importing a family registers its builders)
+    alexnet,
+    baseline,
+    densenet,
+    efficientnet,
+    googlenet,
+    lenet,
+    mlp,
+    mobilenet,
+    nin,
+    resnet,
+    separable,
+    vgg,
+)
 from ._registry import (
     ModelInfo,
     UnknownModelError,
@@ -16,6 +29,7 @@ from ._registry import (
     list_models,
     model_info,
     model_kwargs,
+    models_table,
     register_model,
 )
 from .layers import ACTIVATIONS, INITS, NORMS, get_act, get_norm, init_weights
@@ -34,5 +48,6 @@ __all__ = [
     "list_models",
     "model_info",
     "model_kwargs",
+    "models_table",
     "register_model",
 ]

@@ -150,3 +150,37 @@ def create_model(
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def models_table(
+    in_chans: int = 3, num_classes: int = 10, input_size: int | None = None
+) -> list[dict[str, Any]]:
+    """One row per registered model, for ``hpstudy models``.
+
+    Parameters are counted on a model built on the meta device (no memory, no
+    init time). Each model is built at ``input_size`` raised to its minimum
+    (what the data module would feed it), or at its native size when
+    ``input_size`` is None.
+
+    Returns:
+        Dicts with keys ``name family params native_size min_size description``,
+        sorted by name.
+    """
+    import torch  # local: keeps importing the registry light
+
+    rows = []
+    for name in list_models():
+        info = _MODELS[name].info
+        size = info.native_size if input_size is None else max(input_size, info.min_size)
+        with torch.device("meta"):
+            model = create_model(name, num_classes=num_classes, in_chans=in_chans,
+                                 input_size=size)
+        rows.append({
+            "name": name,
+            "family": info.family,
+            "params": count_params(model),
+            "native_size": info.native_size,
+            "min_size": info.min_size,
+            "description": info.description,
+        })
+    return rows

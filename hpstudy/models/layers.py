@@ -6,22 +6,25 @@ Optuna samples plain strings and study files stay readable:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 
-_ACTS: dict[str, Callable[[], nn.Module]] = {
-    "relu": lambda: nn.ReLU(inplace=True),
-    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
-    "prelu": lambda: nn.PReLU(),
-    "elu": lambda: nn.ELU(inplace=True),
-    "selu": lambda: nn.SELU(inplace=True),
-    "gelu": lambda: nn.GELU(),
-    "silu": lambda: nn.SiLU(inplace=True),
-    "tanh": lambda: nn.Tanh(),
-    "sigmoid": lambda: nn.Sigmoid(),
-    "relu6": lambda: nn.ReLU6(inplace=True),
+# Each factory takes ``inplace``; activations without an in-place form ignore it.
+_ACTS: dict[str, Callable[[bool], nn.Module]] = {
+    "relu": lambda inplace: nn.ReLU(inplace=inplace),
+    "leaky_relu": lambda inplace: nn.LeakyReLU(0.01, inplace=inplace),
+    "prelu": lambda inplace: nn.PReLU(),
+    "elu": lambda inplace: nn.ELU(inplace=inplace),
+    "selu": lambda inplace: nn.SELU(inplace=inplace),
+    "gelu": lambda inplace: nn.GELU(),
+    "silu": lambda inplace: nn.SiLU(inplace=inplace),
+    "tanh": lambda inplace: nn.Tanh(),
+    "sigmoid": lambda inplace: nn.Sigmoid(),
+    "relu6": lambda inplace: nn.ReLU6(inplace=inplace),
 }
 ACTIVATIONS = tuple(_ACTS)
 NORMS = ("batch", "none", "layer", "group", "instance")
@@ -36,10 +39,15 @@ INITS = (
 )
 
 
-def get_act(name: str) -> nn.Module:
-    """A fresh activation module by name (``relu leaky_relu prelu elu selu gelu ...``)."""
+def get_act(name: str, inplace: bool = True) -> nn.Module:
+    """A fresh activation module by name (``relu leaky_relu prelu elu selu gelu ...``).
+
+    Pass ``inplace=False`` where the input is still needed afterwards (a
+    pre-activation whose input is also the residual shortcut, with ``norm_layer``
+    ``none`` in front of it).
+    """
     try:
-        return _ACTS[name]()
+        return _ACTS[name](inplace)
     except KeyError:
         raise ValueError(f"unknown activation '{name}'; choose from {', '.join(_ACTS)}") from None
 
@@ -64,6 +72,63 @@ def get_norm(name: str, num_features: int, dims: int = 2, groups: int = 8) -> nn
             return nn.LayerNorm(num_features)
         return nn.InstanceNorm2d(num_features, affine=True)
     raise ValueError(f"unknown normalization '{name}'; choose from {', '.join(NORMS)}")
+
+
+def norm_factory(name: str, dims: int = 2) -> Callable[[int], nn.Module]:
+    """``get_norm`` with the name bound, for torchvision's ``norm_layer=`` arguments."""
+    if name not in NORMS:
+        raise ValueError(f"unknown normalization '{name}'; choose from {', '.join(NORMS)}")
+    return functools.partial(get_norm, name, dims=dims)
+
+
+_TORCHVISION_ACTS = (nn.ReLU, nn.ReLU6, nn.SiLU)
+
+
+def replace_acts(model: nn.Module, name: str) -> nn.Module:
+    """Swap every ReLU/ReLU6/SiLU module of a torchvision model for ``get_act(name)``.
+
+    Gates (the sigmoid of squeeze-excitation) are left alone; each replacement
+    keeps the in-place flag of the module it replaces.
+    """
+    for child_name, child in model.named_children():
+        if isinstance(child, _TORCHVISION_ACTS):
+            setattr(model, child_name, get_act(name, inplace=getattr(child, "inplace", False)))
+        else:
+            replace_acts(child, name)
+    return model
+
+
+def set_in_chans(model: nn.Module, in_chans: int) -> nn.Module:
+    """Give a model built for RGB a first convolution with ``in_chans`` inputs.
+
+    The new kernel is the RGB kernel averaged over its input channels and
+    rescaled by ``3 / in_chans`` (timm's ``adapt_input_conv``), so the family's
+    own initialization and activation scale are kept.
+    """
+    parent, attr, conv = _first_conv(model)
+    if conv.in_channels == in_chans:
+        return model
+    new = nn.Conv2d(
+        in_chans, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+        dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+        padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
+    )
+    with torch.no_grad():
+        w = conv.weight.mean(dim=1, keepdim=True) * (conv.in_channels / in_chans)
+        new.weight.copy_(w.expand_as(new.weight))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    setattr(parent, attr, new)
+    return model
+
+
+def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
+    # registration order: the stem comes first in every torchvision classifier used here
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            parent_name, _, attr = name.rpartition(".")
+            return model.get_submodule(parent_name), attr, module
+    raise ValueError(f"{type(model).__name__} has no Conv2d to adapt")
 
 
 def init_weights(model: nn.Module, scheme: str = "he_normal", std: float = 0.05) -> nn.Module:
