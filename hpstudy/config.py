@@ -100,7 +100,8 @@ class DataConfig(_Strict):
     eval_batch_size: int | None = Field(None, ge=1)
     augmentation: str | list[str] = "none"
     subset: int | None = Field(None, ge=1)  # keep this many training images (tiny runs)
-    num_workers: int = Field(0, ge=0)  # only for datasets streamed by a DataLoader
+    # DataLoader workers of streamed datasets (large ImageFolders); None: min(8, CPUs - 1)
+    num_workers: int | None = Field(None, ge=0)
 
     @field_validator("augmentation")
     @classmethod

@@ -1,16 +1,21 @@
 """Datasets: a registry of loaders and one data module for all of them.
 
-Public surface: :func:`build_datamodule`, :func:`list_datasets`,
-:func:`describe_dataset`, :func:`register_dataset`, :class:`ImageDataModule`.
+Public surface: :func:`list_datasets`, :func:`describe_dataset`,
+:func:`check_dataset`, :func:`load_dataset`, :func:`register_dataset`,
+:class:`ImageDataModule`.
+
+Registered: ``digits`` (bundled), ``mnist``, ``fashion_mnist``, ``kmnist``,
+``cifar10``, ``cifar100``, ``svhn``, ``image_folder`` and ``synthetic``.
 """
 
 from __future__ import annotations
 
-from . import digits  # noqa: F401  (registers the loaders)
+from . import cifar, digits, folder, mnist, svhn, synthetic  # noqa: F401  (register loaders)
 from ._registry import (
     DatasetError,
     DatasetMeta,
     RawDataset,
+    StreamDataset,
     check_dataset,
     dataset_options,
     describe_dataset,
@@ -19,7 +24,13 @@ from ._registry import (
     register_dataset,
 )
 from .augment import AUGMENTATIONS, PRESETS
-from .module import ImageDataModule, TensorLoader, data_root, stratified_split
+from .module import (
+    ImageDataModule,
+    TensorLoader,
+    channel_stats,
+    data_root,
+    stratified_split,
+)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -28,7 +39,9 @@ __all__ = [
     "DatasetMeta",
     "ImageDataModule",
     "RawDataset",
+    "StreamDataset",
     "TensorLoader",
+    "channel_stats",
     "check_dataset",
     "data_root",
     "dataset_options",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils.data import Dataset
 
 
 @dataclass
@@ -37,6 +38,27 @@ class RawDataset:
     info: dict = field(default_factory=dict)  # protocol facts, logged as params
 
 
+@dataclass
+class StreamDataset:
+    """Splits too large to hold in memory, read image by image (large ImageFolders).
+
+    Each split is a torch ``Dataset`` yielding ``(uint8 (C, H, W) tensor, int label)``
+    at the final image size; ``*_targets`` hold every label up front so that the
+    data module can stratify without decoding a single image.
+    """
+
+    name: str
+    num_classes: int
+    train: Dataset
+    train_targets: torch.Tensor
+    test: Dataset | None = None
+    test_targets: torch.Tensor | None = None
+    val: Dataset | None = None
+    val_targets: torch.Tensor | None = None
+    class_names: list[str] | None = None
+    info: dict = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class DatasetMeta:
     """What can be said of a dataset without loading it."""
@@ -54,6 +76,8 @@ class _Entry:
 
 
 _DATASETS: dict[str, _Entry] = {}
+# loader arguments filled by the data module, not by dataset options
+_RESERVED = ("root", "download", "seed")
 
 
 class DatasetError(ValueError):
@@ -68,7 +92,11 @@ def register_dataset(
 ) -> Callable[[Callable[..., RawDataset]], Callable[..., RawDataset]]:
     """Register ``load(root=, download=, **options) -> RawDataset`` under ``name``.
 
-    ``describe(**options) -> DatasetMeta`` must be cheap (no file access).
+    A loader may return a :class:`StreamDataset` instead when the data does not
+    fit in memory, and may take a ``seed`` argument (the split seed,
+    ``data.seed``) when its protocol draws a split itself.
+    ``describe(**options) -> DatasetMeta`` must be cheap: no image is read (a
+    directory listing at most, for ImageFolders' classes).
     ``check(root=, download=, **options)`` raises :class:`DatasetError` naming
     the dataset, the path it looked in and how to get the files; it runs
     before a study writes anything.
@@ -102,7 +130,7 @@ def _entry(name: str) -> _Entry:
 def dataset_options(name: str) -> set[str]:
     """Dataset-specific options the loader accepts (beyond ``root`` and ``download``)."""
     params = inspect.signature(_entry(name).load).parameters
-    return {n for n in params if n not in ("root", "download")}
+    return {n for n in params if n not in _RESERVED}
 
 
 def describe_dataset(name: str, **options) -> DatasetMeta:
@@ -117,6 +145,14 @@ def check_dataset(name: str, *, root: str, download: bool = False, **options) ->
         entry.check(root=root, download=download, **options)
 
 
-def load_dataset(name: str, *, root: str, download: bool = False, **options) -> RawDataset:
-    """Load a registered dataset's raw splits."""
-    return _entry(name).load(root=root, download=download, **options)
+def load_dataset(
+    name: str, *, root: str, download: bool = False, seed: int = 0, **options
+) -> RawDataset | StreamDataset:
+    """Load a registered dataset's raw splits.
+
+    ``seed`` (the split seed) reaches only loaders that declare it.
+    """
+    load = _entry(name).load
+    if "seed" in inspect.signature(load).parameters:
+        options["seed"] = seed
+    return load(root=root, download=download, **options)

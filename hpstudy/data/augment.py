@@ -20,7 +20,11 @@ def _rand(n: int, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
 
 
 def pad_crop(x: torch.Tensor, gen: torch.Generator | None, pad: int = 4) -> torch.Tensor:
-    """Zero-pad by ``pad`` (4 for 32 px, scaled for smaller images) and random-crop back."""
+    """Zero-pad by ``pad`` (4 for 32 px, scaled for smaller images) and random-crop back.
+
+    Padding happens after normalization, so it fills with the mean pixel
+    rather than black; the crop offsets are uniform in [0, 2 * pad].
+    """
     n, _, h, w = x.shape
     pad = max(1, round(pad * h / 32)) if h < 32 else pad
     padded = F.pad(x, (pad, pad, pad, pad))
@@ -67,15 +71,19 @@ def color_jitter(x: torch.Tensor, gen: torch.Generator | None, strength: float =
 
 
 def cutout(x: torch.Tensor, gen: torch.Generator | None, frac: float = 0.5) -> torch.Tensor:
-    """Zero a random square of side ``frac * H`` per image (DeVries & Taylor, 2017)."""
+    """Zero a random ``frac * H`` square per image (DeVries & Taylor, 2017).
+
+    The centre is uniform over the image, so the square may be clipped at the
+    border (as in the paper); zero is the mean pixel after normalization.
+    """
     n, _, h, w = x.shape
     size = max(1, int(round(frac * h)))
-    cy = (_rand(n, x, gen) * h).long()
-    cx = (_rand(n, x, gen) * w).long()
+    y0 = (_rand(n, x, gen) * h).long() - size // 2
+    x0 = (_rand(n, x, gen) * w).long() - size // 2
     ys = torch.arange(h, device=x.device)[None, :]
     xs = torch.arange(w, device=x.device)[None, :]
-    my = ((ys - cy[:, None]).abs() <= size // 2)[:, :, None]
-    mx = ((xs - cx[:, None]).abs() <= size // 2)[:, None, :]
+    my = ((ys >= y0[:, None]) & (ys < y0[:, None] + size))[:, :, None]
+    mx = ((xs >= x0[:, None]) & (xs < x0[:, None] + size))[:, None, :]
     mask = (my & mx)[:, None, :, :]
     return x.masked_fill(mask, 0.0)
 

@@ -1,9 +1,21 @@
 """The data module: split, normalize, resize and batch any registered dataset.
 
-Datasets that fit in memory are held as tensors on the training device,
-normalized once, augmented in batch with tensor ops, shuffled with
-``torch.randperm`` on that device and served as index slices: no per-sample
-Python, no worker processes (airbench / nanoGPT style).
+Two paths, one protocol:
+
+* **Tensors** (every dataset that fits in memory): the uint8 tensors (from the
+  loader's on-disk cache) are moved to the training device once, normalized
+  once, augmented in batch with tensor ops, shuffled with ``torch.randperm``
+  on that device and served as index slices: no per-sample Python, no worker
+  processes (airbench / nanoGPT style).
+* **Stream** (large ImageFolders): a ``DataLoader`` with worker processes
+  decodes uint8 batches; after Lightning moves a batch to the device,
+  :meth:`ImageDataModule.on_after_batch_transfer` normalizes it and, for
+  training batches only, applies the same tensor augmentations.
+
+Either way the validation split is carved from the training split (seeded,
+stratified) unless the dataset's protocol fixes it, normalization statistics
+come from the training split only, and the test split is served only when
+asked for (``train.evaluate_test``), never during selection.
 """
 
 from __future__ import annotations
@@ -18,11 +30,14 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from . import augment as _augment
-from ._registry import RawDataset, load_dataset
+from ._registry import RawDataset, StreamDataset, load_dataset
 
 DEFAULT_ROOT = "~/.cache/hpstudy/data"
+CHUNK = 8192  # images converted to float at once: bounds the peak memory of normalization
+STATS_SAMPLES = 4096  # training images read to estimate mean/std of a streamed dataset
 
 
 def data_root(root: str | None) -> str:
@@ -51,6 +66,25 @@ def stratified_split(
         train_idx.append(idx[k:])
     tr, va = torch.cat(train_idx), torch.cat(val_idx)
     return tr[torch.randperm(len(tr), generator=g)], va.sort().values
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), scaled to [0, 1].
+
+    Accumulated in float64 chunk by chunk, so SVHN+extra (600k images) needs
+    no float copy of the whole set.
+    """
+    c = x.shape[1]
+    s1 = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(x), CHUNK):
+        xb = x[i : i + CHUNK].double().transpose(0, 1).reshape(c, -1)
+        s1 += xb.sum(1)
+        s2 += (xb * xb).sum(1)
+    n = len(x) * x.shape[2] * x.shape[3]
+    mean = s1 / n
+    var = (s2 / n - mean * mean).clamp_min(0)
+    return (mean / 255).float(), (var.sqrt() / 255).float().clamp_min(1e-3)
 
 
 class TensorLoader:
@@ -118,6 +152,19 @@ class TensorLoader:
             yield xb, yb
 
 
+class _ShardSampler(Sampler[int]):
+    """Evaluation indices ``rank, rank + world, ...``: every sample once over all ranks, no padding."""
+
+    def __init__(self, n: int, rank: int, world_size: int):
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+
 @dataclass
 class SplitSizes:
     train: int
@@ -143,6 +190,8 @@ class ImageDataModule(pl.LightningDataModule):
         eval_batch_size: batch size for validation/test (default: 4x batch_size).
         download: let torchvision-backed datasets download when missing.
         options: dataset-specific options (e.g. ``n_classes`` of ``synthetic``).
+        num_workers: DataLoader workers of streamed datasets (``None``:
+            ``min(8, CPUs - 1)``); the tensor path never uses workers.
     """
 
     dataset: str = "digits"
@@ -156,67 +205,153 @@ class ImageDataModule(pl.LightningDataModule):
     eval_batch_size: int | None = None
     download: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
+        self._augment_names = _augment.resolve(self.augmentation)
         self._augment = _augment.build(self.augmentation)
         self._ready = False
         self._on_device: torch.device | None = None
+        self._stream_gen: torch.Generator | None = None
+        self.streaming = False
 
     # ------------------------------------------------------------------ setup
     def prepare(self) -> None:
-        """Load, split, resize and normalize once (idempotent)."""
+        """Load, split and compute the normalization statistics once (idempotent)."""
         if self._ready:
             return
         raw = load_dataset(self.dataset, root=data_root(self.root), download=self.download,
-                           **self.options)
+                           seed=self.seed, **self.options)
         self.raw_info = dict(raw.info)
         self.num_classes = raw.num_classes
         self.class_names = raw.class_names
-        tx, ty = raw.train_x, raw.train_y
-        if raw.val_x is not None:
-            vx, vy = raw.val_x, raw.val_y
+        self.streaming = isinstance(raw, StreamDataset)
+        if self.streaming:
+            self._prepare_stream(raw)
         else:
-            n_val = round(self.val_split * len(ty)) if self.val_split < 1 else int(self.val_split)
-            if not 0 < n_val < len(ty):
+            self._prepare_tensors(raw)
+        self.input_size = max(self.native_size, self.min_size)
+        self._ready = True
+
+    def _plan(
+        self, train_y: torch.Tensor, val_y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Indices into train (kept for training, carved for validation) and into a fixed val.
+
+        Returns ``(train_idx, carved_val_idx, fixed_val_idx)``; exactly one of
+        the last two is ``None``. Sets ``self.val_protocol``.
+        """
+        n = len(train_y)
+        carved = fixed = None
+        if val_y is not None:
+            fixed = torch.arange(len(val_y))
+            train_idx = torch.arange(n)
+            self.val_protocol = self.raw_info.pop("val_protocol", "fixed by the dataset")
+        else:
+            n_val = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
+            if not 0 < n_val < n:
                 raise ValueError(
                     f"data.val_split={self.val_split} leaves no train or no validation "
-                    f"samples out of {len(ty)}"
+                    f"samples out of {n}"
                 )
-            tr, va = stratified_split(ty, n_val, self.seed)
-            tx, ty, vx, vy = tx[tr], ty[tr], tx[va], ty[va]
-        if self.subset is not None and self.subset < len(ty):
-            g = torch.Generator().manual_seed(self.seed)
-            keep = torch.randperm(len(ty), generator=g)[: self.subset]
-            tx, ty = tx[keep], ty[keep]
-            # keep validation proportionate so tiny runs stay tiny
-            n_val = max(self.num_classes, min(len(vy), self.subset // 4))
-            vx, vy = vx[:n_val], vy[:n_val]
-        self.in_chans = int(tx.shape[1])
-        # normalization statistics from the training split only
-        xf = tx.float() / 255.0
-        self.mean = xf.mean(dim=(0, 2, 3))
-        self.std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        self.input_size = max(int(tx.shape[-1]), self.min_size)
+            train_idx, carved = stratified_split(train_y, n_val, self.seed)
+            self.val_protocol = f"stratified {n_val} of {n} train images, seed {self.seed}"
+        if self.subset is not None and self.subset < len(train_idx):
+            # stratified subsets: tiny runs still see every class
+            _, keep = stratified_split(train_y[train_idx], self.subset, self.seed)
+            train_idx = train_idx[keep]
+            vy = val_y if fixed is not None else train_y[carved]
+            n_val = max(self.num_classes, min(len(vy), self.subset // 4))  # stay proportionate
+            if n_val < len(vy):
+                _, keep_val = stratified_split(vy, n_val, self.seed)
+                if fixed is not None:
+                    fixed = fixed[keep_val]
+                else:
+                    carved = carved[keep_val]
+            self.val_protocol += f"; subset: {self.subset} train / {n_val} val images"
+        return train_idx, carved, fixed
+
+    def _prepare_tensors(self, raw: RawDataset) -> None:
+        train_idx, carved, fixed = self._plan(raw.train_y, raw.val_y)
+        tx, ty = raw.train_x[train_idx], raw.train_y[train_idx]
+        if fixed is not None:
+            vx, vy = raw.val_x[fixed], raw.val_y[fixed]
+        else:
+            vx, vy = raw.train_x[carved], raw.train_y[carved]
+        self.in_chans, self.native_size = int(tx.shape[1]), int(tx.shape[-1])
+        self.mean, self.std = channel_stats(tx)  # the training split only
+        self.norm_from = f"train split ({len(ty)} images)"
         self.sizes = SplitSizes(len(ty), len(vy), 0 if raw.test_y is None else len(raw.test_y))
-        self._splits = {"train": (tx, ty), "val": (vx, vy)}
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
+            "train": (tx, ty), "val": (vx, vy)
+        }
         if raw.test_x is not None:
             self._splits["test"] = (raw.test_x, raw.test_y)
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._ready = True
+
+    def _prepare_stream(self, raw: StreamDataset) -> None:
+        train_idx, carved, fixed = self._plan(raw.train_targets, raw.val_targets)
+        train: Dataset = Subset(raw.train, train_idx.tolist())
+        val: Dataset = (Subset(raw.val, fixed.tolist()) if fixed is not None
+                        else Subset(raw.train, carved.tolist()))
+        self._streams: dict[str, Dataset] = {"train": train, "val": val}
+        if raw.test is not None:
+            self._streams["test"] = raw.test
+        # mean/std from a seeded sample of training images (reading them all costs an epoch)
+        n = len(train_idx)
+        k = min(n, STATS_SAMPLES)
+        pick = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:k]
+        loader = DataLoader(Subset(train, pick.tolist()), batch_size=256,
+                            num_workers=self._workers() if k > 512 else 0)
+        sample = torch.cat([x for x, _ in loader])
+        self.in_chans, self.native_size = int(sample.shape[1]), int(sample.shape[-1])
+        self.mean, self.std = channel_stats(sample)
+        self.norm_from = f"{k} of {n} train images, seed {self.seed}"
+        self.sizes = SplitSizes(n, len(val), 0 if raw.test is None else len(raw.test))
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
+    def _workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+    # ------------------------------------------------------------ device side
     def _to_float(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """uint8 -> normalized float32 on ``device``, upsampled to ``input_size`` once."""
-        x = x.to(device, non_blocking=True).float().div_(255.0)
-        if x.shape[-1] < self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                              align_corners=False)
+        """uint8 -> normalized float32 on ``device``, upsampled to ``input_size``, in chunks."""
+        n, c, s = len(x), x.shape[1], self.input_size
         mean = self.mean.to(device)[None, :, None, None]
         std = self.std.to(device)[None, :, None, None]
-        return x.sub_(mean).div_(std)
+        out = torch.empty((n, c, s, s), dtype=torch.float32, device=device)
+        for i in range(0, n, CHUNK):
+            xb = x[i : i + CHUNK].to(device, non_blocking=True).float().div_(255.0)
+            if xb.shape[-1] != s:
+                xb = F.interpolate(xb, size=(s, s), mode="bilinear", align_corners=False)
+            out[i : i + CHUNK] = xb.sub_(mean).div_(std)
+        return out
+
+    def prepare_batch(
+        self, batch: tuple[torch.Tensor, torch.Tensor], *, train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A streamed uint8 batch (already on its device) -> normalized, augmented if ``train``."""
+        x, y = batch
+        x = self._to_float(x, x.device)
+        if train and self._augment is not None:
+            if self._stream_gen is None or self._stream_gen.device != x.device:
+                rank, _ = self._dist()
+                self._stream_gen = torch.Generator(device=x.device)
+                self._stream_gen.manual_seed(self.seed * 100_003 + 7_919 * rank)
+            x = self._augment(x, self._stream_gen)
+        return x, y
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning hook: finish streamed batches on the device (tensor batches are ready)."""
+        if not self.streaming:
+            return batch
+        trainer = getattr(self, "trainer", None)
+        return self.prepare_batch(batch, train=trainer is not None and trainer.training)
 
     def _device_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         device = self._device()
@@ -237,43 +372,70 @@ class ImageDataModule(pl.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _loader(self, split: str, train: bool) -> TensorLoader:
+    # ---------------------------------------------------------- dataloaders
+    def _loader(self, split: str, train: bool) -> TensorLoader | DataLoader:
         self.prepare()
-        x, y = self._device_split(split)
         rank, world = self._dist()
         bs = self.batch_size if train else (self.eval_batch_size or 4 * self.batch_size)
+        if self.streaming:
+            return self._stream_loader(split, train, bs, rank, world)
+        x, y = self._device_split(split)
         return TensorLoader(
             x, y, bs, shuffle=train, augment=self._augment if train else None,
             seed=self.seed, rank=rank, world_size=world,
         )
 
-    # ---------------------------------------------------------- dataloaders
-    def train_dataloader(self) -> TensorLoader:
+    def _stream_loader(self, split: str, train: bool, bs: int, rank: int, world: int) -> DataLoader:
+        ds = self._streams[split]
+        sampler: Sampler[int]
+        if train:
+            # equal shards per rank (same steps on every rank); Lightning calls set_epoch
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
+                                         seed=self.seed, drop_last=True)
+        else:
+            sampler = _ShardSampler(len(ds), rank, world)
+        workers = self._workers()
+        return DataLoader(
+            ds, batch_size=bs, sampler=sampler, num_workers=workers,
+            pin_memory=self._device().type == "cuda", persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> TensorLoader | DataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> TensorLoader:
+    def val_dataloader(self) -> TensorLoader | DataLoader:
         return self._loader("val", train=False)
 
-    def test_dataloader(self) -> TensorLoader:
-        if "test" not in self._splits:
+    def test_dataloader(self) -> TensorLoader | DataLoader:
+        if not self.has_test:
             raise ValueError(f"dataset '{self.dataset}' has no test split")
         return self._loader("test", train=False)
 
     @property
     def has_test(self) -> bool:
         self.prepare()
-        return "test" in self._splits
+        return "test" in (self._streams if self.streaming else self._splits)
 
     def describe(self) -> dict[str, Any]:
-        """Protocol facts logged as params: split sizes, normalization, augmentation."""
+        """Protocol facts logged as params: split sizes and protocols, normalization,
+        augmentation, the data path taken and the tensor cache file."""
         self.prepare()
+        loader = (f"stream (DataLoader, num_workers={self._workers()})" if self.streaming
+                  else "tensors on the training device")
         out: dict[str, Any] = {
             "data.n_train": self.sizes.train,
             "data.n_val": self.sizes.val,
             "data.n_test": self.sizes.test,
+            "data.num_classes": self.num_classes,
+            "data.in_chans": self.in_chans,
+            "data.native_size": self.native_size,
             "data.input_size": self.input_size,
+            "data.val_protocol": self.val_protocol,
             "data.mean": [round(float(v), 4) for v in self.mean],
             "data.std": [round(float(v), 4) for v in self.std],
+            "data.norm_from": self.norm_from,
+            "data.augment_ops": list(self._augment_names),
+            "data.loader": loader,
         }
         out.update({f"data.{k}": v for k, v in self.raw_info.items()})
         return out
