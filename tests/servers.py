@@ -110,7 +110,9 @@ def start_mlflow_server(
            "--backend-store-uri", backend,
            "--artifacts-destination", str(tmp_path / "mlflow-artifacts"),
            "--workers", "1"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The job runner (a dozen huey worker processes for GenAI jobs) is of no use
+    # to run tracking and costs seconds of start-up on a shared 2-core machine.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
