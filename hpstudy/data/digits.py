@@ -39,5 +39,8 @@ def load_digits(root: str, download: bool = False) -> RawDataset:
         test_x=x[te],
         test_y=y[te],
         class_names=[str(i) for i in range(10)],
-        info={"test_protocol": f"stratified {TEST_FRACTION:.0%} held out, seed 0"},
+        info={
+            "cache": "none (bundled with scikit-learn)",
+            "test_protocol": f"stratified {TEST_FRACTION:.0%} held out, seed 0",
+        },
     )

@@ -373,9 +373,20 @@ class ImageDataModule(pl.LightningDataModule):
         return trainer.global_rank, trainer.world_size
 
     # ---------------------------------------------------------- dataloaders
-    def _loader(self, split: str, train: bool) -> TensorLoader | DataLoader:
+    def dataloader(
+        self, split: str, *, rank: int | None = None, world_size: int | None = None
+    ) -> TensorLoader | DataLoader:
+        """The loader of ``split`` (``train``, ``val`` or ``test``) for one rank.
+
+        Only ``train`` is shuffled and augmented. ``rank``/``world_size``
+        default to the attached Trainer's (0 and 1 without one).
+        """
         self.prepare()
-        rank, world = self._dist()
+        if split == "test" and not self.has_test:
+            raise ValueError(f"dataset '{self.dataset}' has no test split")
+        r, w = self._dist()
+        rank, world = (r if rank is None else rank), (w if world_size is None else world_size)
+        train = split == "train"
         bs = self.batch_size if train else (self.eval_batch_size or 4 * self.batch_size)
         if self.streaming:
             return self._stream_loader(split, train, bs, rank, world)
@@ -401,15 +412,13 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> TensorLoader | DataLoader:
-        return self._loader("train", train=True)
+        return self.dataloader("train")
 
     def val_dataloader(self) -> TensorLoader | DataLoader:
-        return self._loader("val", train=False)
+        return self.dataloader("val")
 
     def test_dataloader(self) -> TensorLoader | DataLoader:
-        if not self.has_test:
-            raise ValueError(f"dataset '{self.dataset}' has no test split")
-        return self._loader("test", train=False)
+        return self.dataloader("test")
 
     @property
     def has_test(self) -> bool:
