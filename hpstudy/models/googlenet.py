@@ -53,9 +53,12 @@ def _create_googlenet(
     from torchvision.models.googlenet import Inception, InceptionAux
 
     conv_block = functools.partial(ConvNormAct, act_layer=act_layer, norm_layer=norm_layer)
+    # GoogLeNet hands its conv block to the stem only: the Inception blocks need it bound
+    blocks = [conv_block, functools.partial(Inception, conv_block=conv_block),
+              functools.partial(InceptionAux, conv_block=conv_block)]
     model = GoogLeNet(
         num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=True,
-        blocks=[conv_block, Inception, InceptionAux], dropout=drop_rate,
+        blocks=blocks, dropout=drop_rate,
     )
     return set_in_chans(model, in_chans)
 
