@@ -1,0 +1,43 @@
+"""Analysis: read studies back from their stores and diagnose learning curves.
+
+Public surface:
+
+- :func:`diagnose` -> :class:`Diagnosis` (one trial's verdict, evidence, advice),
+  :class:`Thresholds`, :data:`VERDICTS`, :data:`ADVICE`;
+- :func:`collect` -> :class:`StudyData` (trials from Optuna, histories from MLflow);
+- :func:`diagnose_trials`, :func:`summarize` -> :class:`StudyDiagnosis`,
+  :func:`format_text` (the ``hpstudy diagnose`` output).
+
+Imports nothing from the rest of hpstudy (DESIGN.md: analyze sits below
+search/train/report).
+"""
+
+from __future__ import annotations
+
+from .collect import HISTORY_COLUMNS, StudyData, collect, load_optuna_study
+from .diagnose import ADVICE, VERDICTS, Diagnosis, Thresholds, diagnose, threshold_defaults
+from .summary import (
+    EVIDENCE_COLUMNS,
+    StudyDiagnosis,
+    diagnose_trials,
+    format_text,
+    summarize,
+)
+
+__all__ = [
+    "ADVICE",
+    "EVIDENCE_COLUMNS",
+    "HISTORY_COLUMNS",
+    "VERDICTS",
+    "Diagnosis",
+    "StudyData",
+    "StudyDiagnosis",
+    "Thresholds",
+    "collect",
+    "diagnose",
+    "diagnose_trials",
+    "format_text",
+    "load_optuna_study",
+    "summarize",
+    "threshold_defaults",
+]

@@ -1,0 +1,219 @@
+"""Study-level reading: every trial's diagnosis, the verdict counts, and what sets the
+overfit trials apart from the good fits.
+
+``diagnose_trials(data)`` re-reads every trial's learning curves (so changed
+thresholds apply to old studies); a trial without a history keeps the
+diagnosis stored when it ended. ``summarize(table, data)`` counts verdicts and
+compares the hyperparameters of the ``overfit`` and ``good_fit`` groups:
+numeric ones by Cliff's delta (how often an overfit trial's value is above a
+good fit's, minus below; -1..1), categorical ones by the total variation
+distance between the two groups' value shares (0..1). Both are 0 when the
+groups do not differ and 1 when they do not overlap, so one column ranks them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from .collect import StudyData
+from .diagnose import VERDICTS, Diagnosis, diagnose
+
+EVIDENCE_COLUMNS = ("epochs", "best_epoch", "final_train_acc", "best_val_acc", "gap",
+                    "val_loss_rise", "train_loss_slope", "noise")
+TABLE_COLUMNS = ("number", "state", "value", "verdict", "reason", *EVIDENCE_COLUMNS, "advice")
+
+
+def _num_classes(data: StudyData) -> int | None:
+    """The study's class count as stored with its diagnoses (the most common one)."""
+    known = [int(x) for x in data.trials["num_classes"].dropna()]
+    return Counter(known).most_common(1)[0][0] if known else None
+
+
+def diagnose_trials(data: StudyData, num_classes: int | None = None,
+                    **thresholds: Any) -> pd.DataFrame:
+    """One row per trial: verdict, reason, evidence columns and advice.
+
+    Args:
+        data: from :func:`~hpstudy.analyze.collect`.
+        num_classes: override the class count (default: the one stored with
+            each trial's diagnosis).
+        **thresholds: any :class:`~hpstudy.analyze.diagnose.Thresholds` field.
+
+    Returns:
+        Columns :data:`TABLE_COLUMNS`; ``advice`` holds a list of strings;
+        ``verdict`` is ``None`` for a trial with neither a history nor a stored
+        diagnosis (its ``reason`` then says why, e.g. the failure).
+    """
+    default_classes = num_classes or _num_classes(data)
+    trial_hist = set(data.histories["trial"].unique()) if len(data.histories) else set()
+    rows = []
+    for t in data.trials.itertuples(index=False):
+        number = int(t.number)
+        classes = num_classes or (int(t.num_classes) if pd.notna(t.num_classes) else None) \
+            or default_classes
+        diag: Diagnosis | None = None
+        if number in trial_hist and classes is not None:
+            diag = diagnose(data.history(number), classes, **thresholds)
+        elif number in data.diagnoses:
+            diag = Diagnosis.from_dict(data.diagnoses[number])
+        row: dict[str, Any] = {"number": number, "state": t.state, "value": t.value}
+        if diag is None:
+            why = t.fail_reason if isinstance(t.fail_reason, str) else "no epoch recorded"
+            row.update(verdict=None, reason=why, advice=[])
+        else:
+            row.update(verdict=diag.verdict, reason=diag.reason, advice=list(diag.advice))
+            row.update({k: diag.evidence.get(k) for k in EVIDENCE_COLUMNS})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+@dataclass
+class StudyDiagnosis:
+    """Counts per verdict and the hyperparameters that differ between overfit and good fits.
+
+    Attributes:
+        counts: verdict -> number of trials, every verdict present (0 included),
+            in :data:`~hpstudy.analyze.diagnose.VERDICTS` order.
+        undiagnosed: trials without a verdict (failed before their first epoch).
+        n_overfit, n_good_fit: sizes of the two compared groups.
+        differences: one row per hyperparameter: ``param``, ``kind``
+            (``numeric``/``categorical``), ``overfit`` and ``good_fit`` (median or
+            most common value), ``effect`` (0..1, larger = more different) and
+            ``note`` (e.g. ``higher in overfit``); sorted by ``effect``, largest first.
+            Empty unless both groups have a trial.
+    """
+
+    counts: dict[str, int]
+    undiagnosed: int
+    n_overfit: int
+    n_good_fit: int
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def cliffs_delta(a: list[float], b: list[float]) -> float:
+    """P(a > b) - P(a < b) over all pairs: -1..1, 0 when the groups overlap evenly."""
+    if not a or not b:
+        return 0.0
+    gt = sum(1 for x in a for y in b if x > y)
+    lt = sum(1 for x in a for y in b if x < y)
+    return (gt - lt) / (len(a) * len(b))
+
+
+def _tvd(a: list[Any], b: list[Any]) -> float:
+    ca, cb = Counter(map(str, a)), Counter(map(str, b))
+    keys = set(ca) | set(cb)
+    return 0.5 * sum(abs(ca[k] / len(a) - cb[k] / len(b)) for k in keys)
+
+
+def _mode(values: list[Any]) -> Any:
+    return Counter(map(str, values)).most_common(1)[0][0]
+
+
+def compare_groups(over: pd.DataFrame, good: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per column, how the ``over`` rows differ from the ``good`` rows (see the module doc)."""
+    rows = []
+    for col in columns:
+        a = [v for v in over[col].tolist() if v is not None and not _isnan(v)]
+        b = [v for v in good[col].tolist() if v is not None and not _isnan(v)]
+        if not a or not b:
+            continue
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in a + b)
+        if numeric:
+            d = cliffs_delta([float(x) for x in a], [float(x) for x in b])
+            ma, mb = _median(a), _median(b)
+            note = ("higher in overfit" if d > 0 else "lower in overfit") if d else "no difference"
+            rows.append({"param": col, "kind": "numeric", "overfit": ma, "good_fit": mb,
+                         "effect": abs(d), "note": note})
+        else:
+            e = _tvd(a, b)
+            note = (f"overfit mostly {_mode(a)}, good_fit mostly {_mode(b)}" if e
+                    else "no difference")
+            rows.append({"param": col, "kind": "categorical", "overfit": _mode(a),
+                         "good_fit": _mode(b), "effect": e, "note": note})
+    df = pd.DataFrame(rows, columns=["param", "kind", "overfit", "good_fit", "effect", "note"])
+    return df.sort_values(["effect", "param"], ascending=[False, True], ignore_index=True)
+
+
+def _isnan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _median(xs: list[Any]) -> float:
+    s = sorted(float(x) for x in xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def summarize(table: pd.DataFrame, data: StudyData) -> StudyDiagnosis:
+    """Verdict counts and the overfit-vs-good_fit comparison of hyperparameters.
+
+    Args:
+        table: from :func:`diagnose_trials`.
+        data: the same study's :class:`~hpstudy.analyze.collect.StudyData`;
+            its hyperparameters and ``num_params`` (capacity) are compared.
+    """
+    verdicts = table["verdict"]
+    counts = {v: int((verdicts == v).sum()) for v in VERDICTS}
+    merged = table[["number", "verdict"]].merge(data.trials, on="number", how="left")
+    over = merged[merged["verdict"] == "overfit"]
+    good = merged[merged["verdict"] == "good_fit"]
+    cols = [*data.param_names, "num_params"]
+    diffs = compare_groups(over, good, cols)  # empty unless both groups have a trial
+    return StudyDiagnosis(counts=counts, undiagnosed=int(verdicts.isna().sum()),
+                          n_overfit=len(over), n_good_fit=len(good), differences=diffs)
+
+
+# ------------------------------------------------------------------ text
+def _cell(v: Any, key: str = "") -> str:
+    if v is None or _isnan(v):
+        return "-"
+    if key in ("final_train_acc", "best_val_acc", "gap", "val_loss_rise", "train_loss_slope",
+               "noise") and isinstance(v, float):
+        return f"{100 * v:+.1f}%" if key in ("gap", "train_loss_slope") else f"{100 * v:.1f}%"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_text(table: pd.DataFrame, summary: StudyDiagnosis, width: int = 100) -> str:
+    """The ``hpstudy diagnose`` output: a trial table, then the study-level summary."""
+    import textwrap
+
+    cols = [("trial", "number"), ("state", "state"), ("value", "value"),
+            ("verdict", "verdict"), ("epochs", "epochs"), ("best", "best_epoch"),
+            ("train_acc", "final_train_acc"), ("val_acc", "best_val_acc"), ("gap", "gap"),
+            ("val_rise", "val_loss_rise"), ("slope", "train_loss_slope"), ("noise", "noise")]
+    cells = [[_cell(r[k], k) for _, k in cols] for r in table.to_dict("records")]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, (h, _) in enumerate(cols)]
+    lines = ["  ".join(h.ljust(w) for (h, _), w in zip(cols, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    indent = " " * 4
+    for row, r in zip(cells, table.to_dict("records"), strict=True):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        lines.extend(textwrap.wrap(f"why: {r['reason']}", width, initial_indent=indent,
+                                   subsequent_indent=indent + "     "))
+        for a in r["advice"]:
+            lines.extend(textwrap.wrap(f"try: {a}", width, initial_indent=indent,
+                                       subsequent_indent=indent + "     "))
+    lines.append("")
+    total = len(table)
+    counts = ", ".join(f"{v} {n}" for v, n in summary.counts.items() if n)
+    lines.append(f"{total} trials: {counts or 'none diagnosed'}"
+                 + (f", {summary.undiagnosed} without a verdict" if summary.undiagnosed else ""))
+    if summary.n_overfit and summary.n_good_fit:
+        lines.append(f"overfit ({summary.n_overfit}) vs good_fit ({summary.n_good_fit}), "
+                     "largest differences first (effect 0..1):")
+        for d in summary.differences.to_dict("records"):
+            lines.append(f"  {d['param']:28s} overfit {_cell(d['overfit']):>10s}  "
+                         f"good_fit {_cell(d['good_fit']):>10s}  effect {d['effect']:.2f}  "
+                         f"{d['note']}")
+    else:
+        lines.append("overfit vs good_fit: needs at least one trial of each to compare "
+                     f"(have {summary.n_overfit} overfit, {summary.n_good_fit} good_fit)")
+    return "\n".join(lines)

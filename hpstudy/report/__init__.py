@@ -1,0 +1,32 @@
+"""Dashboards: pure figure builders (DataFrame -> plotly Figure) and the HTML writer.
+
+Public surface: :func:`report_study` (collect + write + log to MLflow),
+:func:`write_report`, :func:`render_html`, and the figures
+:func:`plot_learning_curves`, :func:`plot_gap`, :func:`plot_verdict_counts`.
+Imports only :mod:`hpstudy.analyze` from hpstudy (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from .figures import (
+    VERDICT_COLORS,
+    contour_params,
+    plot_gap,
+    plot_learning_curves,
+    plot_verdict_counts,
+)
+from .html import ARTIFACT_DIR, Section, build_sections, render_html, report_study, write_report
+
+__all__ = [
+    "ARTIFACT_DIR",
+    "VERDICT_COLORS",
+    "Section",
+    "build_sections",
+    "contour_params",
+    "plot_gap",
+    "plot_learning_curves",
+    "plot_verdict_counts",
+    "render_html",
+    "report_study",
+    "write_report",
+]

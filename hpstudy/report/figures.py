@@ -1,0 +1,261 @@
+"""Figure builders for the study dashboard: DataFrame -> plotly Figure, nothing else.
+
+Each plot follows Optuna's ``visualization/_slice.py`` split (STYLE.md): a pure
+``_<plot>_info(...) -> NamedTuple`` that validates its input and drops
+non-finite values, a ``_draw_<plot>(info) -> go.Figure``, and a two-line
+public ``plot_<plot>(...)``. Tests compare the info objects exactly; the HTML
+writer only composes figures.
+
+Inputs are the frames of :class:`hpstudy.analyze.StudyData` (``histories``:
+long per-epoch records with a ``trial`` column) and the table of
+:func:`hpstudy.analyze.diagnose_trials` (``number``, ``state``, ``value``,
+``verdict``...).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..analyze import VERDICTS
+
+VERDICT_COLORS: dict[str, str] = {
+    "good_fit": "#2ca02c",
+    "overfit": "#d62728",
+    "underfit": "#1f77b4",
+    "unstable": "#ff7f0e",
+    "diverged": "#444444",
+    "not_learning": "#9467bd",
+}
+NO_VERDICT_COLOR = "#bbbbbb"
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _verdict(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+# ----------------------------------------------------------------- selection
+class SelectionInfo(NamedTuple):
+    """Which trials get learning curves: the best few, and one per verdict."""
+
+    top: tuple[int, ...]
+    by_verdict: tuple[tuple[str, int], ...]  # (verdict, trial number) in VERDICTS order
+
+
+def _selection_info(table: pd.DataFrame, direction: str, top_k: int = 3) -> SelectionInfo:
+    """Top ``top_k`` COMPLETE trials by value, and the best-valued trial of each verdict.
+
+    Within a verdict, trials with a finite value come first (best first), then
+    the rest by trial number, so a verdict held only by failed trials still
+    gets its example.
+    """
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be maximize or minimize, got {direction!r}")
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def key(r: dict[str, Any]) -> tuple[int, float, int]:
+        v = r["value"]
+        return (0, sign * float(v), r["number"]) if _finite(v) else (1, 0.0, r["number"])
+
+    rows = sorted(table.to_dict("records"), key=key)
+    top = tuple(int(r["number"]) for r in rows
+                if r["state"] == "COMPLETE" and _finite(r["value"]))[:top_k]
+    by_verdict = []
+    for v in VERDICTS:
+        match = [r for r in rows if _verdict(r["verdict"]) == v]
+        if match:
+            by_verdict.append((v, int(match[0]["number"])))
+    return SelectionInfo(top, tuple(by_verdict))
+
+
+# ----------------------------------------------------------------- learning curves
+class Series(NamedTuple):
+    epochs: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+class TrialCurves(NamedTuple):
+    number: int
+    label: str
+    train_loss: Series
+    val_loss: Series
+    train_acc: Series
+    val_acc: Series
+
+
+class LearningCurvesInfo(NamedTuple):
+    title: str
+    curves: tuple[TrialCurves, ...]
+
+
+def _series(rows: pd.DataFrame, key: str) -> Series:
+    pairs = [(int(e), float(v)) for e, v in zip(rows["epoch"], rows[key], strict=True)
+             if _finite(v) and _finite(e)]
+    return Series(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+
+
+def _learning_curves_info(histories: pd.DataFrame, numbers: list[int] | tuple[int, ...],
+                          labels: dict[int, str] | None = None,
+                          title: str = "Learning curves") -> LearningCurvesInfo:
+    """Train and validation loss/accuracy per epoch for the given trials (in order).
+
+    Trials without any recorded epoch are left out; non-finite points are dropped.
+    """
+    missing = {"trial", "epoch", "train_loss", "val_loss", "train_acc", "val_acc"} - set(
+        histories.columns)
+    if missing:
+        raise ValueError(f"histories lacks column(s) {', '.join(sorted(missing))}")
+    labels = labels or {}
+    curves = []
+    for n in dict.fromkeys(int(x) for x in numbers):  # unique, order kept
+        rows = histories[histories["trial"] == n].sort_values("epoch")
+        if rows.empty:
+            continue
+        curves.append(TrialCurves(
+            n, labels.get(n, f"trial {n}"),
+            *(_series(rows, k) for k in ("train_loss", "val_loss", "train_acc", "val_acc")),
+        ))
+    return LearningCurvesInfo(title, tuple(curves))
+
+
+def _draw_learning_curves(info: LearningCurvesInfo) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"),
+                        horizontal_spacing=0.08)
+    for i, c in enumerate(info.curves):
+        color = _PALETTE[i % len(_PALETTE)]
+        for col, (train, val) in enumerate(((c.train_loss, c.val_loss),
+                                            (c.train_acc, c.val_acc)), start=1):
+            for s, stage, dash in ((train, "train", "solid"), (val, "val", "dash")):
+                fig.add_trace(go.Scatter(
+                    x=s.epochs, y=s.values, mode="lines+markers", name=f"{c.label} ({stage})",
+                    legendgroup=c.label, showlegend=col == 1, line={"color": color, "dash": dash},
+                    marker={"size": 4},
+                    hovertemplate=f"{c.label} {stage}<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>",
+                ), row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="loss", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", row=1, col=2)
+    fig.update_layout(title=f"{info.title} (solid: train, dashed: validation)", height=420,
+                      margin={"t": 70})
+    return fig
+
+
+def plot_learning_curves(histories: pd.DataFrame, numbers: list[int] | tuple[int, ...],
+                         labels: dict[int, str] | None = None,
+                         title: str = "Learning curves") -> go.Figure:
+    """Train vs validation loss (log scale) and accuracy per epoch, one colour per trial."""
+    return _draw_learning_curves(_learning_curves_info(histories, numbers, labels, title))
+
+
+# ----------------------------------------------------------------- generalization gap
+class GapLine(NamedTuple):
+    number: int
+    verdict: str | None
+    epochs: tuple[int, ...]
+    acc_gap: tuple[float, ...]  # train_acc - val_acc
+    loss_gap: tuple[float, ...]  # val_loss - train_loss
+
+
+class GapInfo(NamedTuple):
+    lines: tuple[GapLine, ...]
+
+
+def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
+    """Per trial and epoch: accuracy gap (train - val) and loss gap (val - train).
+
+    Epochs where either gap is non-finite are dropped; trials are ordered by number.
+    """
+    verdicts = {int(n): _verdict(v) for n, v in zip(table["number"], table["verdict"],
+                                                      strict=True)}
+    lines = []
+    for n, rows in histories.sort_values(["trial", "epoch"]).groupby("trial", sort=True):
+        pts = [(int(e), ta - va, vl - tl) for e, ta, va, tl, vl in zip(
+            rows["epoch"], rows["train_acc"], rows["val_acc"], rows["train_loss"],
+            rows["val_loss"], strict=True)
+            if all(_finite(x) for x in (ta, va, tl, vl))]
+        if pts:
+            lines.append(GapLine(int(n), verdicts.get(int(n)), tuple(p[0] for p in pts),
+                                 tuple(float(p[1]) for p in pts),
+                                 tuple(float(p[2]) for p in pts)))
+    return GapInfo(tuple(lines))
+
+
+def _draw_gap(info: GapInfo) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=(
+        "accuracy gap (train - validation)", "loss gap (validation - train)"))
+    shown: set[str] = set()
+    for line in info.lines:
+        name = line.verdict or "no verdict"
+        color = VERDICT_COLORS.get(line.verdict or "", NO_VERDICT_COLOR)
+        for col, ys in ((1, line.acc_gap), (2, line.loss_gap)):
+            fig.add_trace(go.Scatter(
+                x=line.epochs, y=ys, mode="lines", name=name, legendgroup=name,
+                showlegend=col == 1 and name not in shown, line={"color": color, "width": 1.5},
+                opacity=0.8,
+                hovertemplate=f"trial {line.number} ({name})<br>epoch %{{x}}<br>%{{y:.4f}}"
+                              "<extra></extra>",
+            ), row=1, col=col)
+        shown.add(name)
+    fig.add_hline(y=0, line={"color": "#999", "width": 1, "dash": "dot"})
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(title="Generalization gap over epochs (one line per trial, coloured by "
+                            "verdict)", height=420, margin={"t": 70})
+    return fig
+
+
+def plot_gap(histories: pd.DataFrame, table: pd.DataFrame) -> go.Figure:
+    """The train-validation gap per epoch for every trial, coloured by verdict."""
+    return _draw_gap(_gap_info(histories, table))
+
+
+# ----------------------------------------------------------------- verdict counts
+class VerdictCountsInfo(NamedTuple):
+    verdicts: tuple[str, ...]
+    counts: tuple[int, ...]
+
+
+def _verdict_counts_info(table: pd.DataFrame) -> VerdictCountsInfo:
+    """Trials per verdict, every verdict listed (zeros included), then 'no verdict' if any."""
+    vs = [_verdict(v) for v in table["verdict"]]
+    names = list(VERDICTS)
+    counts = [sum(1 for v in vs if v == name) for name in names]
+    none = sum(1 for v in vs if v is None)
+    if none:
+        names.append("no verdict")
+        counts.append(none)
+    return VerdictCountsInfo(tuple(names), tuple(counts))
+
+
+def _draw_verdict_counts(info: VerdictCountsInfo) -> go.Figure:
+    colors = [VERDICT_COLORS.get(v, NO_VERDICT_COLOR) for v in info.verdicts]
+    fig = go.Figure(go.Bar(x=info.verdicts, y=info.counts, marker={"color": colors},
+                           text=info.counts, textposition="auto"))
+    fig.update_layout(title="Trials per verdict", yaxis={"title": "trials"}, height=320,
+                      margin={"t": 60})
+    return fig
+
+
+def plot_verdict_counts(table: pd.DataFrame) -> go.Figure:
+    """A bar per verdict: how many trials got it."""
+    return _draw_verdict_counts(_verdict_counts_info(table))
+
+
+# ----------------------------------------------------------------- Optuna's plots
+def contour_params(param_names: list[str], importances: list[str] | None = None
+                   ) -> tuple[str, str] | None:
+    """The two parameters of the contour plot: lr x batch size when both were searched,
+    else the two most important searched parameters (``importances`` best first)."""
+    if "train.lr" in param_names and "data.batch_size" in param_names:
+        return ("train.lr", "data.batch_size")
+    ranked = [p for p in (importances or []) if p in param_names] or sorted(param_names)
+    return (ranked[0], ranked[1]) if len(ranked) >= 2 else None
