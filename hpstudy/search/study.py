@@ -417,7 +417,25 @@ def run_study(
             finals.update(best_value=summary.best_value, best_trial_number=summary.best_trial)
         tracker.finish_study(parent, finals, status=status)
     summary.duration_s = time.perf_counter() - start
+    if cfg.report.enabled if report is None else report:
+        summary.report_path = write_dashboard(cfg, cfg.storage_url(storage), tracker.uri)
     return summary
+
+
+def write_dashboard(cfg: StudyConfig, storage_url: str, tracking_uri: str) -> str | None:
+    """Write ``<report.dir>/<study>/index.html``, log it to the parent run, return its path.
+
+    Returns None (with a warning) when it cannot be written: a dashboard that
+    fails to draw must not turn a finished study into a failed command.
+    """
+    from ..report import report_study  # plotly is imported only when a report is wanted
+
+    try:
+        path = report_study(cfg.name, storage_url, tracking_uri, cfg.report.dir)
+    except Exception as e:  # noqa: BLE001 - the study itself succeeded
+        _log.warning("dashboard not written: %s: %s", type(e).__name__, e)
+        return None
+    return str(path)
 
 
 def run_single(cfg: StudyConfig, tracking_uri: str | None = None) -> tuple[FitResult, str, Tracker]:
