@@ -1,0 +1,5 @@
+"""``python -m hpstudy`` is the ``hpstudy`` command."""
+
+from .cli import main
+
+main()
