@@ -236,6 +236,94 @@ def models(
     _guard(go)
 
 
+def _study_to_read(study: str, storage: str | None, tracking_uri: str | None):
+    """(config, storage URL, tracking URI) of a study file or name.
+
+    Reading a study needs no data: a file is validated without checking that
+    its dataset is on this machine.
+    """
+    from .config import load_study
+
+    if Path(study).is_file() or study.endswith((".yaml", ".yml")):
+        cfg = load_study(study)
+    else:
+        cfg = resolve_study(study, None, storage)
+    return cfg, cfg.storage_url(storage), cfg.tracking_uri(tracking_uri)
+
+
+def _thresholds(items: list[str] | None) -> dict[str, Any]:
+    from .analyze import threshold_defaults
+
+    known = threshold_defaults()
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, _, text = item.partition("=")
+        name = name.strip()
+        if name not in known or not text:
+            _fail(f"--threshold {item}: expected NAME=VALUE with NAME one of "
+                  f"{', '.join(known)}", 2)
+        try:
+            out[name] = type(known[name])(float(text))
+        except ValueError:
+            _fail(f"--threshold {item}: '{text}' is not a number", 2)
+    return out
+
+
+ThresholdOpt = Annotated[
+    list[str] | None,
+    typer.Option("--threshold", help="Override a diagnosis threshold: --threshold gap_max=0.15 "
+                                     "(repeatable; see hpstudy.analyze.Thresholds)."),
+]
+
+
+@app.command()
+def diagnose(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    threshold: ThresholdOpt = None,
+) -> None:
+    """Read every trial's learning curves: verdict, evidence, advice, and a study summary."""
+
+    def go():
+        cfg, url, uri = _study_to_read(study, storage, tracking_uri)
+        from .analyze import StudyNotFoundError, diagnose_study, format_text
+
+        try:
+            table, summary = diagnose_study(cfg.name, url, uri, **_thresholds(threshold))
+        except StudyNotFoundError as e:
+            _fail(f"{e} (run it first)", 2)
+        typer.echo(format_text(table, summary))
+
+    _guard(go)
+
+
+@app.command()
+def report(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    out: Annotated[str | None, typer.Option("--out", help="Dashboards folder (default: the study's report.dir).")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Best trials that get learning curves.")] = 3,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log the report to the study's MLflow run.")] = False,
+) -> None:
+    """Write the study's dashboard, <report.dir>/<study>/index.html (self-contained, offline)."""
+
+    def go():
+        cfg, url, uri = _study_to_read(study, storage, tracking_uri)
+        from .analyze import StudyNotFoundError
+        from .report import report_study
+
+        try:
+            path = report_study(cfg.name, url, uri, out or cfg.report.dir,
+                                log_artifact=not no_log, top_k=top)
+        except StudyNotFoundError as e:
+            _fail(f"{e} (run it first)", 2)
+        typer.echo(f"dashboard    {path}")
+
+    _guard(go)
+
+
 @app.command()
 def ui(
     study: Annotated[str | None, typer.Argument(help="Study file or name (for its experiment URL).")] = None,

@@ -5,7 +5,8 @@ Public surface:
 - :func:`diagnose` -> :class:`Diagnosis` (one trial's verdict, evidence, advice),
   :class:`Thresholds`, :data:`VERDICTS`, :data:`ADVICE`;
 - :func:`collect` -> :class:`StudyData` (trials from Optuna, histories from MLflow);
-- :func:`diagnose_trials`, :func:`summarize` -> :class:`StudyDiagnosis`,
+- :func:`diagnose_study` (collect + diagnose_trials + summarize),
+  :func:`diagnose_trials`, :func:`summarize` -> :class:`StudyDiagnosis`,
   :func:`format_text` (the ``hpstudy diagnose`` output).
 
 Imports nothing from the rest of hpstudy (DESIGN.md: analyze sits below
@@ -14,11 +15,12 @@ search/train/report).
 
 from __future__ import annotations
 
-from .collect import HISTORY_COLUMNS, StudyData, collect, load_optuna_study
+from .collect import HISTORY_COLUMNS, StudyData, StudyNotFoundError, collect, load_optuna_study
 from .diagnose import ADVICE, VERDICTS, Diagnosis, Thresholds, diagnose, threshold_defaults
 from .summary import (
     EVIDENCE_COLUMNS,
     StudyDiagnosis,
+    diagnose_study,
     diagnose_trials,
     format_text,
     summarize,
@@ -32,9 +34,11 @@ __all__ = [
     "Diagnosis",
     "StudyData",
     "StudyDiagnosis",
+    "StudyNotFoundError",
     "Thresholds",
     "collect",
     "diagnose",
+    "diagnose_study",
     "diagnose_trials",
     "format_text",
     "load_optuna_study",

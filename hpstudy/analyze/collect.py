@@ -39,6 +39,13 @@ _ATTR_COLUMNS = ("mlflow_run_id", "diagnosis", "best_epoch", "num_params", "stat
 _log = logging.getLogger("hpstudy")
 
 
+class StudyNotFoundError(KeyError):
+    """No study of that name in the storage."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "study not found"
+
+
 @dataclass
 class StudyData:
     """A study as DataFrames, plus the Optuna study for Optuna's own plots.
@@ -78,14 +85,18 @@ def load_optuna_study(study_name: str, storage: str | optuna.storages.BaseStorag
     ``journal:///path``) or a storage object.
 
     Raises:
-        KeyError: no study of that name in the storage.
+        StudyNotFoundError: no study of that name in the storage.
     """
+    where = storage if isinstance(storage, str) else type(storage).__name__
     if isinstance(storage, str) and storage.startswith("journal:///"):
         from optuna.storages.journal import JournalFileBackend
 
         storage = optuna.storages.JournalStorage(
             JournalFileBackend(storage.removeprefix("journal:///")))
-    return optuna.load_study(study_name=study_name, storage=storage)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise StudyNotFoundError(f"no study named '{study_name}' in {where}") from None
 
 
 def trials_frame(study: optuna.Study) -> tuple[pd.DataFrame, list[str]]:
@@ -220,7 +231,7 @@ def collect(study_name: str, storage_url: str | optuna.storages.BaseStorage,
         The :class:`StudyData`.
 
     Raises:
-        KeyError: no study of that name in the storage.
+        StudyNotFoundError: no study of that name in the storage (a KeyError).
     """
     study = load_optuna_study(study_name, storage_url)
     trials, params = trials_frame(study)

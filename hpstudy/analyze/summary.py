@@ -176,7 +176,7 @@ def _cell(v: Any, key: str = "") -> str:
                "noise") and isinstance(v, float):
         return f"{100 * v:+.1f}%" if key in ("gap", "train_loss_slope") else f"{100 * v:.1f}%"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return str(int(v)) if v.is_integer() and abs(v) < 1e12 else f"{v:.4g}"
     return str(v)
 
 
@@ -217,3 +217,18 @@ def format_text(table: pd.DataFrame, summary: StudyDiagnosis, width: int = 100) 
         lines.append("overfit vs good_fit: needs at least one trial of each to compare "
                      f"(have {summary.n_overfit} overfit, {summary.n_good_fit} good_fit)")
     return "\n".join(lines)
+
+
+def diagnose_study(study_name: str, storage_url: str, tracking_uri: str | None,
+                   **thresholds: Any) -> tuple[pd.DataFrame, StudyDiagnosis]:
+    """Collect a study and diagnose it: the per-trial table and the study summary.
+
+    Raises:
+        StudyNotFoundError: no study of that name in the storage (a KeyError).
+        TypeError: an unknown threshold name.
+    """
+    from .collect import collect
+
+    data = collect(study_name, storage_url, tracking_uri)
+    table = diagnose_trials(data, **thresholds)
+    return table, summarize(table, data)
