@@ -25,17 +25,17 @@ def pad_crop(x: torch.Tensor, gen: torch.Generator | None, pad: int = 4) -> torc
     Padding happens after normalization, so it fills with the mean pixel
     rather than black; the crop offsets are uniform in [0, 2 * pad].
     """
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     pad = max(1, round(pad * h / 32)) if h < 32 else pad
     padded = F.pad(x, (pad, pad, pad, pad))
     dx = (_rand(n, x, gen) * (2 * pad + 1)).long()
     dy = (_rand(n, x, gen) * (2 * pad + 1)).long()
-    # gather crops with one advanced-indexing op: rows/cols offsets per sample
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
-    idx_n = torch.arange(n, device=x.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    # two gathers (rows, then columns) of contiguous tensors: about twice as fast
+    # on a CPU as one 4-D advanced index over a permuted view
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
+    out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pad))
+    return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
 
 def hflip(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
