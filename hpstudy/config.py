@@ -248,6 +248,9 @@ class TrainConfig(_Strict):
     limit_val_batches: int | float | None = None
     evaluate_test: bool = False  # evaluate the best epoch on the test split at the end
     num_threads: int | None = Field(None, ge=1)  # torch CPU threads for the trial
+    # train each trial in its own process: a segfault or OOM kill fails only that
+    # trial; costs the imports of a fresh process (seconds). DDP trials always do.
+    isolate: bool = False
 
 
 # ------------------------------------------------------------------- search

@@ -2,12 +2,16 @@
 
 Public surface: :func:`run_study`, :func:`run_single`, :func:`open_study`,
 :func:`connect`, :func:`build_sampler`, :func:`build_pruner`, :func:`get_storage`,
-:class:`Objective`, :class:`StudySummary`, and :mod:`hpstudy.search.space`.
+:class:`Objective`, :class:`StudySummary`, and :mod:`hpstudy.search.space`; scaling out:
+:func:`run_parallel` (``--workers N``), :func:`run_trial_process` (a trial in its own
+process: DDP, ``train.isolate``) and :class:`TrialProcessError`.
 """
 
 from __future__ import annotations
 
 from . import space
+from .isolate import TrialProcessError, needs_process, run_trial_process
+from .parallel import run_parallel
 from .study import (
     CONFIG_ATTR,
     PARENT_RUN_ATTR,
@@ -31,12 +35,16 @@ __all__ = [
     "Objective",
     "StudySummary",
     "TrialFailed",
+    "TrialProcessError",
     "build_pruner",
     "build_sampler",
     "connect",
     "get_storage",
     "open_study",
+    "run_trial_process",
+    "needs_process",
     "record_fit",
+    "run_parallel",
     "run_single",
     "run_study",
     "space",

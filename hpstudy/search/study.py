@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from ..config import StudyConfig, trial_params
 from ..track import Tracker, history_csv
 from ..train import FitResult, fit
+from . import isolate as _isolate
 from . import space as _space
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
@@ -119,7 +120,21 @@ def get_storage(url: str) -> optuna.storages.BaseStorage:
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    # heartbeats: a killed worker's trials become FAIL and are retried (isolate.py)
+    with _isolate.quiet_experimental():
+        return optuna.storages.RDBStorage(_sqlalchemy_url(url), engine_kwargs=engine_kwargs,
+                                          **_isolate.heartbeat_kwargs())
+
+
+def _sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` names psycopg 3 in SQLAlchemy 2.1; use psycopg2 when only it is here."""
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and \
+                importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
@@ -178,8 +193,11 @@ def record_fit(tracker: Tracker, run_id: str, result: FitResult, cfg: StudyConfi
         tags["hpstudy.fail_reason"] = result.reason
     attrs: dict[str, Any] = {"best_epoch": result.best_epoch, "num_params": result.num_params,
                              "status": result.status}
-    if result.datamodule is not None:
-        diag = _diagnose(result, result.datamodule.num_classes)
+    # a trial trained in a child process sends its data facts, not its datamodule
+    num_classes = (result.datamodule.num_classes if result.datamodule is not None
+                   else result.data_info.get("data.num_classes"))
+    if num_classes:
+        diag = _diagnose(result, int(num_classes))
         if diag is not None:
             tags["hpstudy.diagnosis"] = diag["verdict"]
             attrs["diagnosis"] = diag["verdict"]
@@ -245,6 +263,10 @@ class Objective:
             trial.report(value, record["epoch"])
             return trial.should_prune()
 
+        if _isolate.needs_process(tcfg):  # DDP or train.isolate: ranks never touch Optuna
+            return _isolate.run_trial_process(
+                tcfg, report, label=f"{self.cfg.name}-trial-{trial.number:04d}",
+                on_failure_log=lambda p: self.tracker.log_artifact(run_id, p))
         return fit(tcfg, hooks=[report])
 
     def finish(self, trial: optuna.Trial, tcfg: StudyConfig, run_id: str,
@@ -360,6 +382,7 @@ def connect(cfg: StudyConfig, storage: str | None = None, tracking_uri: str | No
     parent = tracker.study_run(cfg.name, known, params=_study_params(cfg, storage_url))
     if parent != known:
         study.set_user_attr(PARENT_RUN_ATTR, parent)
+    _isolate.register_tracker(cfg.name, tracker)  # stale trials' runs get marked FAILED
     if CONFIG_ATTR not in study.user_attrs:
         study.set_user_attr(CONFIG_ATTR, cfg.to_yaml())
     return study, tracker, parent
@@ -446,7 +469,11 @@ def run_single(cfg: StudyConfig, tracking_uri: str | None = None) -> tuple[FitRe
     run_id = tracker.start_run(name, {"hpstudy.kind": "train", "optuna.study_name": cfg.name},
                                trial_params(cfg))
     try:
-        result = fit(cfg, hooks=[lambda r: tracker.log_epoch(run_id, r)])
+        if _isolate.needs_process(cfg):  # a DDP launcher here would re-run `hpstudy train`
+            result = _isolate.run_trial_process(cfg, lambda r: bool(tracker.log_epoch(run_id, r)),
+                                                label=name)
+        else:
+            result = fit(cfg, hooks=[lambda r: tracker.log_epoch(run_id, r)])
     except BaseException as e:
         state = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAIL"
         tracker.end_run(run_id, state, {"hpstudy.fail_reason": f"{type(e).__name__}: {e}"[:1000]})

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
 from ..config import StudyConfig
 from ..data import ImageDataModule
@@ -80,8 +83,31 @@ class _EpochRecorder(Callback):
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stop_reason: str | None = None  # "pruned" or "diverged: ..."
+        # ddp_spawn trains in spawned copies of this callback: rank 0 leaves its
+        # state in this file for the main process (Lightning sends back only weights)
+        self.handoff: str | None = None
         self._t0 = 0.0
         self._lr = float("nan")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.handoff and trainer.is_global_zero:
+            torch.save({"history": self.history, "best_value": self.best_value,
+                        "best_epoch": self.best_epoch, "best_state": self.best_state,
+                        "stop_reason": self.stop_reason}, self.handoff)
+
+    def take_handoff(self) -> None:
+        """Adopt the state a spawned rank 0 left behind (no-op when training ran here)."""
+        if not self.handoff:
+            return
+        path, self.handoff = self.handoff, None
+        try:
+            if os.path.getsize(path) > 0:
+                state = torch.load(path, weights_only=False)
+                self.history, self.best_value = state["history"], state["best_value"]
+                self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
+                self.stop_reason = state["stop_reason"]
+        finally:
+            os.unlink(path)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -206,7 +232,13 @@ def fit(
             patience=es.patience, min_delta=es.min_delta, check_finite=False,
         ))
     trainer = build_trainer(cfg, callbacks)
-    trainer.fit(module, datamodule=dm)
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        fd, recorder.handoff = tempfile.mkstemp(prefix="hpstudy-recorder-", suffix=".pt")
+        os.close(fd)
+    try:
+        trainer.fit(module, datamodule=dm)
+    finally:
+        recorder.take_handoff()
 
     if recorder.stop_reason == "pruned":
         status = "pruned"
