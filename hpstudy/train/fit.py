@@ -152,7 +152,7 @@ def build_datamodule(cfg: StudyConfig) -> ImageDataModule:
         dataset=d.dataset, root=d.root, batch_size=d.batch_size, val_split=d.val_split,
         seed=d.seed, augmentation=d.augmentation, min_size=model_info(cfg.model.arch).min_size,
         subset=d.subset, eval_batch_size=d.eval_batch_size, download=d.download,
-        options=d.options,
+        options=d.options, num_workers=d.num_workers,
     )
 
 
