@@ -69,7 +69,10 @@ def diagnose_trials(data: StudyData, num_classes: int | None = None,
             row.update(verdict=diag.verdict, reason=diag.reason, advice=list(diag.advice))
             row.update({k: diag.evidence.get(k) for k in EVIDENCE_COLUMNS})
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    # object, not pandas' string dtype: a missing verdict stays None rather than NaN
+    table["verdict"] = pd.Series([r["verdict"] for r in rows], index=table.index, dtype=object)
+    return table
 
 
 @dataclass

@@ -304,7 +304,7 @@ def report_study(study_name: str, storage_url: str, tracking_uri: str | None,
         The path of the written ``index.html``.
 
     Raises:
-        KeyError: no study of that name in the storage.
+        StudyNotFoundError: no study of that name in the storage (a KeyError).
     """
     data = collect(study_name, storage_url, tracking_uri)
     path = write_report(data, out_dir, top_k=top_k)
