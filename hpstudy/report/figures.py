@@ -173,12 +173,16 @@ class GapInfo(NamedTuple):
 def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
     """Per trial and epoch: accuracy gap (train - val) and loss gap (val - train).
 
-    Epochs where either gap is non-finite are dropped; trials are ordered by number.
+    Epochs where either gap is non-finite are dropped; trials are ordered by
+    number. Diverged trials are left out: their losses (1e6 and up) would
+    flatten every other line, and their gap means nothing.
     """
     verdicts = {int(n): _verdict(v) for n, v in zip(table["number"], table["verdict"],
                                                       strict=True)}
     lines = []
     for n, rows in histories.sort_values(["trial", "epoch"]).groupby("trial", sort=True):
+        if verdicts.get(int(n)) == "diverged":
+            continue
         pts = [(int(e), ta - va, vl - tl) for e, ta, va, tl, vl in zip(
             rows["epoch"], rows["train_acc"], rows["val_acc"], rows["train_loss"],
             rows["val_loss"], strict=True)
@@ -209,7 +213,7 @@ def _draw_gap(info: GapInfo) -> go.Figure:
     fig.add_hline(y=0, line={"color": "#999", "width": 1, "dash": "dot"})
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title="Generalization gap over epochs (one line per trial, coloured by "
-                            "verdict)", height=420, margin={"t": 70})
+                            "verdict; diverged trials left out)", height=420, margin={"t": 70})
     return fig
 
 
