@@ -73,7 +73,8 @@ class Thresholds:
     # underfit: a training loss falling slower than this fraction per epoch over the
     # last epochs has plateaued (at 1%/epoch ten more epochs buy under 10%).
     plateau_slope: float = 0.01
-    # epochs in the trailing window used for the plateau slope and the end-of-run means.
+    # epochs in the trailing window used for the plateau slope and the end-of-run means
+    # (at most a third of the run). Three epochs smooth one noisy validation pass.
     window: int = 3
 
 
@@ -173,7 +174,9 @@ def measure(history: Sequence[dict[str, Any]], num_classes: int,
     tl, vl = _series(history, "train_loss"), _series(history, "val_loss")
     ta, va = _series(history, "train_acc"), _series(history, "val_acc")
     epochs = [int(r.get("epoch", i + 1)) for i, r in enumerate(history)]
-    w = max(1, min(t.window, n))
+    # the trailing window, at most a third of the run: a short run's first epochs
+    # (an untrained net) must not weigh on its "final" numbers
+    w = max(1, min(t.window, n // 3))
 
     nonfinite = next((epochs[i] for i in range(n)
                       if not (math.isfinite(tl[i]) and math.isfinite(vl[i]))), None)
