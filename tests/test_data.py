@@ -545,7 +545,7 @@ def test_study_config_passes_dataset_options_to_the_data_module(tmp_path: Path) 
         "dataset": "svhn", "root": str(tmp_path), "svhn_extra": True,
         "val_per_class_train": 2, "val_per_class_extra": 1, "num_workers": 0}})
     dm = build_datamodule(cfg)
-    assert dm.options["svhn_extra"] is True
+    assert dm.options["svhn_extra"] is True and dm.num_workers == 0
     assert dm.describe()["data.n_val"] == 30
     with pytest.raises(ConfigError, match="n_classes"):
         from_dict({"name": "s", "data": {"dataset": "svhn", "n_classes": 3}})
