@@ -275,7 +275,10 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _prepare_tensors(self, raw: RawDataset) -> None:
         train_idx, carved, fixed = self._plan(raw.train_y, raw.val_y)
-        tx, ty = raw.train_x[train_idx], raw.train_y[train_idx]
+        if fixed is not None and len(train_idx) == len(raw.train_y):
+            tx, ty = raw.train_x, raw.train_y  # all of it, in order: no 2 GB copy for SVHN+extra
+        else:
+            tx, ty = raw.train_x[train_idx], raw.train_y[train_idx]
         if fixed is not None:
             vx, vy = raw.val_x[fixed], raw.val_y[fixed]
         else:
