@@ -207,8 +207,11 @@ def format_text(table: pd.DataFrame, summary: StudyDiagnosis, width: int = 100) 
     lines.append("")
     total = len(table)
     counts = ", ".join(f"{v} {n}" for v, n in summary.counts.items() if n)
-    lines.append(f"{total} trials: {counts or 'none diagnosed'}"
-                 + (f", {summary.undiagnosed} without a verdict" if summary.undiagnosed else ""))
+    if counts:
+        lines.append(f"{total} trials: {counts}" + (
+            f", {summary.undiagnosed} without a verdict" if summary.undiagnosed else ""))
+    else:
+        lines.append(f"{total} trials, none with a verdict (no learning curve was recorded)")
     if summary.n_overfit and summary.n_good_fit:
         lines.append(f"overfit ({summary.n_overfit}) vs good_fit ({summary.n_good_fit}), "
                      "largest differences first (effect 0..1):")

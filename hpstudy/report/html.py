@@ -12,7 +12,9 @@ import datetime as _dt
 import html
 import logging
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -60,7 +62,28 @@ def _figure_section(key: str, title: str, build: Callable[[], go.Figure],
     return Section(key, title, figure=fig)
 
 
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna warns on stderr for every plot of a study without completed trials; the
+    report already says so in a note under the plot."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "too few trials to compute importances"
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
 def _optuna_sections(data: StudyData) -> list[Section]:
+    with _quiet_optuna():
+        return _optuna_sections_loud(data)
+
+
+def _optuna_sections_loud(data: StudyData) -> list[Section]:
     import optuna.visualization as ov
 
     study = data.study
