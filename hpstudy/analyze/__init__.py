@@ -7,7 +7,10 @@ Public surface:
 - :func:`collect` -> :class:`StudyData` (trials from Optuna, histories from MLflow);
 - :func:`diagnose_study` (collect + diagnose_trials + summarize),
   :func:`diagnose_trials`, :func:`summarize` -> :class:`StudyDiagnosis`,
-  :func:`format_text` (the ``hpstudy diagnose`` output).
+  :func:`format_text` (the ``hpstudy diagnose`` output);
+- ablations: :class:`Design`, :func:`analyze_ablation` -> :class:`AblationStats`
+  (cell means and intervals, effects, interactions), :func:`collect_ablation`
+  -> :class:`AblationData`, :func:`diagnose_cells`, :func:`format_ablation`.
 
 Imports nothing from the rest of hpstudy (DESIGN.md: analyze sits below
 search/train/report).
@@ -15,6 +18,16 @@ search/train/report).
 
 from __future__ import annotations
 
+from .ablation import (
+    AblationData,
+    AblationStats,
+    Design,
+    analyze_ablation,
+    collect_ablation,
+    diagnose_cells,
+    format_ablation,
+    mean_ci,
+)
 from .collect import HISTORY_COLUMNS, StudyData, StudyNotFoundError, collect, load_optuna_study
 from .diagnose import ADVICE, VERDICTS, Diagnosis, Thresholds, diagnose, threshold_defaults
 from .summary import (
@@ -27,6 +40,14 @@ from .summary import (
 )
 
 __all__ = [
+    "AblationData",
+    "AblationStats",
+    "Design",
+    "analyze_ablation",
+    "collect_ablation",
+    "diagnose_cells",
+    "format_ablation",
+    "mean_ci",
     "ADVICE",
     "EVIDENCE_COLUMNS",
     "HISTORY_COLUMNS",

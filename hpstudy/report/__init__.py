@@ -3,11 +3,20 @@
 Public surface: :func:`report_study` (collect + write + log to MLflow),
 :func:`write_report`, :func:`render_html`, and the figures
 :func:`plot_learning_curves`, :func:`plot_gap`, :func:`plot_verdict_counts`.
-Imports only :mod:`hpstudy.analyze` from hpstudy (DESIGN.md).
+Ablation reports: :func:`write_ablation_report` and the figures
+:func:`plot_cell_bars`, :func:`plot_effects`, :func:`plot_interaction`,
+:func:`plot_cell_curves`. Imports only :mod:`hpstudy.analyze` from hpstudy (DESIGN.md).
 """
 
 from __future__ import annotations
 
+from .ablation import (
+    plot_cell_bars,
+    plot_cell_curves,
+    plot_effects,
+    plot_interaction,
+    write_ablation_report,
+)
 from .figures import (
     VERDICT_COLORS,
     contour_params,
@@ -18,6 +27,11 @@ from .figures import (
 from .html import ARTIFACT_DIR, Section, build_sections, render_html, report_study, write_report
 
 __all__ = [
+    "plot_cell_bars",
+    "plot_cell_curves",
+    "plot_effects",
+    "plot_interaction",
+    "write_ablation_report",
     "ARTIFACT_DIR",
     "VERDICT_COLORS",
     "Section",
