@@ -8,6 +8,7 @@ device (no memory, no init time). One Lightning ``fast_dev_run`` per family.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 
@@ -134,6 +135,30 @@ def test_every_act_norm_pair_trains(act: str, norm: str):
     out.square().mean().backward()
     assert out.shape == (2, 7) and torch.isfinite(out).all()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", _marked(list_models()))
+def test_inplace_activations_do_not_clobber_shared_tensors(name: str):
+    """Without normalization an in-place activation would edit a shortcut or a concatenation.
+
+    ELU: in place and not idempotent, so a clobbered tensor changes the output
+    (ReLU would hide it wherever every consumer applies ReLU again).
+    """
+    torch.manual_seed(0)
+    size = model_info(name).min_size
+    model = create_model(name, num_classes=7, in_chans=3, input_size=size, norm_layer="none",
+                         act_layer="elu")
+    model.eval()
+    reference = copy.deepcopy(model)
+    for m in reference.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    x = torch.randn(2, 3, size, size)
+    x_before = x.clone()
+    with torch.no_grad():
+        out, expected = model(x), reference(x)
+    assert torch.equal(x, x_before)
+    torch.testing.assert_close(out, expected)
 
 
 def test_nin_variant_by_input_and_by_name():

@@ -79,7 +79,7 @@ class Transition(nn.Sequential):
                  norm_layer: str):
         super().__init__(
             get_norm(norm_layer, in_chs),
-            get_act(act_layer, inplace=False),  # the input may be a shared concatenation
+            get_act(act_layer),
             nn.Conv2d(in_chs, out_chs, 1, bias=False),
             _drop(drop_rate),
             nn.AvgPool2d(2),
@@ -141,7 +141,7 @@ class DenseNet(nn.Module):
                 chs = out
         self.features = nn.Sequential(*stages)
         self.norm = get_norm(norm_layer, chs)
-        self.act = get_act(act_layer, inplace=False)
+        self.act = get_act(act_layer)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(chs, num_classes)
         self.num_features = chs
