@@ -289,6 +289,7 @@ def _relay(conn: socket.socket, reader: Any, report: Callable[[dict[str, Any]], 
 HEARTBEAT_ENV = "HPSTUDY_HEARTBEAT_INTERVAL"  # seconds between heartbeats (default 20)
 GRACE_ENV = "HPSTUDY_HEARTBEAT_GRACE"  # seconds of silence before a trial is stale (default 120)
 RETRY_ENV = "HPSTUDY_MAX_RETRY"  # retries of a stale trial (default 2)
+_PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study.PARENT_RUN_ATTR (study.py imports this module)
 _TRACKERS: dict[str, Any] = {}  # study name -> Tracker of this process (set by connect)
 
 
@@ -329,7 +330,8 @@ class StaleTrialHandler:
         tracker = _TRACKERS.get(study.study_name)
         if tracker is not None:
             mark_run_failed(tracker, study.study_name, trial.number,
-                            trial.user_attrs.get("mlflow_run_id"), reason)
+                            trial.user_attrs.get("mlflow_run_id"), reason,
+                            study.user_attrs.get(_PARENT_RUN_ATTR), trial.params)
         retry = copy.deepcopy(trial)
         attrs = {k: v for k, v in trial.user_attrs.items()
                  if k not in ("mlflow_run_id", "fail_reason")}  # the retry gets its own run
@@ -339,27 +341,33 @@ class StaleTrialHandler:
 
 
 def mark_run_failed(tracker: Any, study_name: str, number: int, run_id: str | None,
-                    reason: str) -> str | None:
+                    reason: str, parent_id: str | None = None,
+                    params: dict[str, Any] | None = None) -> str | None:
     """End the MLflow run of trial ``number`` as FAILED with ``hpstudy.fail_reason``.
 
     The run is found by id, or (a worker killed between creating the run and
-    recording its id) by its tags. Returns the run id, None if there is none.
+    recording its id) by its tags; a trial killed before its run existed gets
+    one now under ``parent_id`` with ``params``, so every trial keeps its run.
+    Returns the run id (None if there is none and no parent to create it under).
     """
-    if run_id is None:
-        found = tracker.client.search_runs(
-            [tracker.experiment_id],
-            filter_string=(f"tags.`optuna.study_name` = '{study_name}' and "
-                           f"tags.`optuna.trial_number` = '{number}' and "
-                           "tags.`hpstudy.kind` = 'trial'"),
-            max_results=1, order_by=["attributes.start_time DESC"],
-        )
-        if not found:
-            return None
-        run_id = found[0].info.run_id
     try:
+        if run_id is None:
+            found = tracker.client.search_runs(
+                [tracker.experiment_id],
+                filter_string=(f"tags.`optuna.study_name` = '{study_name}' and "
+                               f"tags.`optuna.trial_number` = '{number}' and "
+                               "tags.`hpstudy.kind` = 'trial'"),
+                max_results=1, order_by=["attributes.start_time DESC"],
+            )
+            if found:
+                run_id = found[0].info.run_id
+            elif parent_id is not None:
+                run_id = tracker.start_trial(parent_id, study_name, number, params or {})
+            else:
+                return None
         tracker.end_run(run_id, "FAIL", {"hpstudy.fail_reason": reason[:1000]})
     except Exception as e:  # noqa: BLE001 - the Optuna state is what counts
-        _log.warning("could not mark MLflow run %s failed: %s", run_id, e)
+        _log.warning("could not mark the MLflow run of trial %d failed: %s", number, e)
         return None
     return run_id
 

@@ -134,23 +134,29 @@ def worker_main(spec: WorkerSpec) -> None:
 
 
 # ------------------------------------------------------------------ parent side
-def fail_lost_trial(study: optuna.Study, tracker: Any, number: int, reason: str) -> bool:
+def fail_lost_trial(study: optuna.Study, tracker: Any, parent_id: str, number: int,
+                    reason: str) -> bool:
     """Record a still-RUNNING trial whose process died as FAIL with ``reason``.
 
-    Returns False when the trial had already finished (nothing to record).
+    Its MLflow run (created now if the worker died before making it) ends
+    FAILED with the reason. Returns False when the trial had already finished.
     """
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None or trial.state != TrialState.RUNNING:
         return False
-    # a finished trial takes no user attrs: set the reason first, then the state
+    run_id = _isolate.mark_run_failed(tracker, study.study_name, number,
+                                      trial.user_attrs.get("mlflow_run_id"), reason, parent_id,
+                                      trial.params)
+    # a finished trial takes no user attrs: set them first, then the state
     # (Trial(study, id) is Optuna's handle on an existing trial)
-    optuna.trial.Trial(study, trial._trial_id).set_user_attr("fail_reason", reason)
+    handle = optuna.trial.Trial(study, trial._trial_id)
+    handle.set_user_attr("fail_reason", reason)
+    if run_id is not None:
+        handle.set_user_attr("mlflow_run_id", run_id)
     try:
         study.tell(number, state=TrialState.FAIL)
     except (ValueError, RuntimeError):  # finished meanwhile (e.g. stale-trial handling)
         return False
-    _isolate.mark_run_failed(tracker, study.study_name, number,
-                             trial.user_attrs.get("mlflow_run_id"), reason)
     return True
 
 
@@ -252,9 +258,9 @@ def run_parallel(
             pool.start(i)
         while pool.alive():
             time.sleep(0.5)
-            _handle_deaths(pool, study, tracker)
+            _handle_deaths(pool, study, tracker, parent)
             _show_finished(study, bar, seen)
-        _handle_deaths(pool, study, tracker)
+        _handle_deaths(pool, study, tracker, parent)
         _show_finished(study, bar, seen)
     except KeyboardInterrupt:
         # Ctrl-C reached the workers too (one process group): let them record
@@ -277,7 +283,7 @@ def run_parallel(
     return summary
 
 
-def _handle_deaths(pool: _Workers, study: optuna.Study, tracker: Any) -> None:
+def _handle_deaths(pool: _Workers, study: optuna.Study, tracker: Any, parent_id: str) -> None:
     """Record the trial of each worker that died abnormally; restart it if work is left."""
     for i, p in enumerate(pool.procs):
         if p is None or p.is_alive() or p.exitcode == 0:
@@ -289,7 +295,7 @@ def _handle_deaths(pool: _Workers, study: optuna.Study, tracker: Any) -> None:
         pool.procs[i] = None
         spec.current[i] = _IDLE
         if number >= 0:
-            if fail_lost_trial(study, tracker, number, reason):
+            if fail_lost_trial(study, tracker, parent_id, number, reason):
                 _log.warning("trial %d failed: %s", number, reason)
         else:
             if number == _CLAIMED:  # died before its trial started: the ticket is unused
