@@ -172,9 +172,12 @@ def worker(
     def go():
         cfg = resolve_study(study, set_, storage)
         from .search import run_study
+        from .search.parallel import with_worker_seed
 
-        summary = run_study(cfg, n_trials=n_trials, timeout=timeout, storage=storage,
-                            tracking_uri=tracking_uri, progress=not quiet, report=False)
+        # a seed of its own: workers sharing the study's seed would propose the same trials
+        summary = run_study(with_worker_seed(cfg), n_trials=n_trials, timeout=timeout,
+                            storage=storage, tracking_uri=tracking_uri, progress=not quiet,
+                            report=False)
         _print_summary(summary)
 
     _guard(go)

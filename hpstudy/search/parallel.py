@@ -93,6 +93,21 @@ def device_shares(workers: int, n_gpus: int, n_cpus: int) -> list[dict[str, str]
 
 
 # ------------------------------------------------------------------ worker side
+def with_worker_seed(cfg: StudyConfig, salt: int | None = None) -> StudyConfig:
+    """A copy whose sampler seed is offset by ``salt`` (random when None).
+
+    Every worker builds its own sampler; with the study's fixed seed they would
+    all propose the same hyperparameters (a seeded RandomSampler, and TPE's
+    random start-up trials, repeat their sequence in each process).
+    """
+    seed = cfg.search.sampler.seed
+    if seed is None or salt == 0:
+        return cfg
+    if salt is None:  # another machine's worker: no shared counter to number it
+        salt = int.from_bytes(os.urandom(3), "big") + 1
+    return cfg.with_overrides({"search.sampler.seed": seed + salt}, source="worker seed")
+
+
 def _take_ticket(spec: WorkerSpec) -> bool:
     if spec.deadline is not None and time.time() >= spec.deadline:
         return False
@@ -118,6 +133,7 @@ def worker_main(spec: WorkerSpec) -> None:
 
         torch.set_num_threads(spec.threads)
     cfg = from_dict(yaml.safe_load(spec.cfg_yaml), "study config (parallel worker)")
+    cfg = with_worker_seed(cfg, spec.index)  # worker 0 keeps the study's own seed
     study, tracker, parent = connect(cfg, spec.storage, spec.tracking_uri)
     objective = Objective(cfg, tracker, parent)
 
