@@ -213,6 +213,43 @@ def train(
 
 
 @app.command()
+def ablate(
+    ablation: Annotated[str, typer.Argument(help="Ablation file (YAML), e.g. studies/ablations/quick_digits.yaml.")],
+    tracking_uri: TrackingOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a base-config key for every cell (--set train.max_epochs=2), "
+                                   "or the ablation's seeds/design/metric (--set seeds=[0,1]); repeatable."),
+    ] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the ablation report.")] = False,
+) -> None:
+    """Train every cell x seed of an ablation (finished ones are kept), then print cell
+    means with 95% CIs, effects and interactions, and write the report."""
+
+    def go():
+        from .analyze.ablation import format_ablation
+        from .search.ablation import check_data, load_ablation, run_ablation
+
+        plan = load_ablation(ablation, set_)
+        check_data(plan)  # a missing data set is exit 2 before any run is written
+        s = run_ablation(plan, tracking_uri=tracking_uri,
+                         report=False if no_report else None, echo=typer.echo)
+        typer.echo("")
+        typer.echo(format_ablation(s.stats))
+        typer.echo("")
+        typer.echo(f"ablation     {s.name}: {s.planned} runs ({s.ran} run now, {s.resumed} "
+                   f"already finished, {s.failed} failed now) in {s.duration_s:.1f}s")
+        typer.echo(f"mlflow       experiment {plan.experiment} (id {s.experiment_id}), summary run "
+                   f"{s.summary_run_id} in {s.tracking_uri}   (open with: hpstudy ui)")
+        if s.report_path:
+            typer.echo(f"report       {s.report_path}")
+        if not (s.stats.cells["n"] > 0).any():
+            _fail("no run of the ablation succeeded (see the notes above)", 1)
+
+    _guard(go)
+
+
+@app.command()
 def models(
     in_chans: Annotated[int, typer.Option("--in-chans", min=1)] = 3,
     num_classes: Annotated[int, typer.Option("--num-classes", min=2)] = 10,

@@ -1,0 +1,449 @@
+"""Ablations: the design, statistics against hand-computed numbers, the figures' data,
+the schema's errors, and real ablations through the CLI (Trainer + MLflow SQLite in tmp)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics as stat
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from scipy.stats import t as student_t
+
+from hpstudy.analyze.ablation import Design, analyze_ablation, mean_ci
+from hpstudy.config import ConfigError
+from hpstudy.report.ablation import (
+    CellBarsInfo,
+    CellCurve,
+    CellCurvesInfo,
+    EffectsInfo,
+    InteractionInfo,
+    InteractionLine,
+    InteractionPanel,
+    _cell_bars_info,
+    _cell_curves_info,
+    _effects_info,
+    _interaction_info,
+)
+from hpstudy.search.ablation import load_ablation, plan_ablation, run_ablation
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "studies" / "ablations" / "quick_digits.yaml"
+T975_2 = 4.302652729749462  # Student t quantiles from a table: 97.5%, 2 and 6 df
+T975_6 = 2.4469118511449786
+
+
+def _runs(table: dict[str, list[float]], failed: dict[str, int] | None = None) -> pd.DataFrame:
+    rows = [{"cell": c, "seed": s, "state": "COMPLETE", "value": v}
+            for c, vals in table.items() for s, v in enumerate(vals)]
+    for c, seed in (failed or {}).items():
+        rows.append({"cell": c, "seed": seed, "state": "FAIL", "value": math.nan,
+                     "reason": "diverged: non-finite train_loss at epoch 2"})
+    return pd.DataFrame(rows)
+
+
+def _welch(a: list[float], b: list[float]) -> tuple[float, float, float, float]:
+    """(difference, standard error, Welch-Satterthwaite df, two-sided p) by the textbook formulas."""
+    va, vb = stat.variance(a) / len(a), stat.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    diff = stat.mean(a) - stat.mean(b)
+    return diff, se, df, 2 * student_t.sf(abs(diff / se), df)
+
+
+# 2x2 table: A in {lo, hi}, B in {lo, hi}, three seeds per cell
+TABLE = {
+    "A=lo,B=lo": [0.90, 0.91, 0.92],  # mean .91, sd .01
+    "A=hi,B=lo": [0.93, 0.95, 0.97],  # mean .95, sd .02
+    "A=lo,B=hi": [0.92, 0.92, 0.95],  # mean .93, sd sqrt(.0003)
+    "A=hi,B=hi": [0.98, 0.99, 1.00],  # mean .99, sd .01
+}
+FACTORIAL = Design("full_factorial", {"A": ("lo", "hi"), "B": ("lo", "hi")},
+                   {"A": "lo", "B": "lo"})
+
+
+# ------------------------------------------------------------------ design
+def test_one_at_a_time_cells_roles_and_labels():
+    d = Design("one_at_a_time", {"dropout": ("off", "on"), "bn": ("off", "on"),
+                                 "sched": ("constant", "step", "cosine")},
+               {"dropout": "off", "bn": "off", "sched": "constant"},
+               {"dropout": "on", "bn": "on", "sched": "step"})
+    cells = d.cells()
+    assert [c.label for c in cells] == [
+        "baseline", "dropout=on", "bn=on", "sched=step", "sched=cosine", "full",
+        "full without dropout", "full without bn", "full without sched"]
+    assert cells[0].id == "dropout=off,bn=off,sched=constant"
+    assert cells[5].levels == {"dropout": "on", "bn": "on", "sched": "step"}
+    # two factors: "only A" is also "full without B" -> merged, four cells in all
+    two = Design("one_at_a_time", {"a": ("x", "y"), "b": ("x", "y")}, {"a": "x", "b": "x"},
+                 {"a": "y", "b": "y"})
+    got = {c.id: c.roles for c in two.cells()}
+    assert got == {"a=x,b=x": ("baseline",), "a=y,b=x": ("only a=y", "full without b"),
+                   "a=x,b=y": ("only b=y", "full without a"), "a=y,b=y": ("full",)}
+
+
+def test_factorial_cells_cover_every_combination():
+    d = Design("full_factorial", {"a": ("1", "2", "3"), "b": ("x", "y")}, {"a": "2", "b": "x"})
+    cells = d.cells()
+    assert len(cells) == 6 and len({c.id for c in cells}) == 6
+    assert [c.label for c in cells if "baseline" in c.roles] == ["baseline"]
+    assert cells[0].label == "a=1"  # levels that differ from the baseline name the cell
+
+
+# ------------------------------------------------------------------ statistics
+def test_mean_ci_is_the_t_interval():
+    m = mean_ci([0.93, 0.95, 0.97])
+    half = T975_2 * 0.02 / math.sqrt(3)
+    assert (m.n, m.mean, m.std) == (3, pytest.approx(0.95), pytest.approx(0.02))
+    assert (m.ci_low, m.ci_high) == (pytest.approx(0.95 - half), pytest.approx(0.95 + half))
+    one = mean_ci([0.5])
+    assert one.n == 1 and one.mean == 0.5 and math.isnan(one.ci_low) and math.isnan(one.std)
+
+
+def test_factorial_cells_main_effects_and_interaction_by_hand():
+    s = analyze_ablation(_runs(TABLE), FACTORIAL)
+    cells = s.cells.set_index("cell")
+    hi_hi = cells.loc["A=hi,B=hi"]
+    assert hi_hi["mean"] == pytest.approx(0.99) and hi_hi["std"] == pytest.approx(0.01)
+    assert hi_hi["ci_low"] == pytest.approx(0.99 - T975_2 * 0.01 / math.sqrt(3))
+    assert cells.loc["A=lo,B=hi", "std"] == pytest.approx(math.sqrt(0.0003))
+    assert list(cells["n"]) == [3, 3, 3, 3] and list(cells["n_failed"]) == [0, 0, 0, 0]
+
+    eff = s.effects.set_index("factor")
+    # main effect of A: all six runs at hi minus all six at lo (pooled over B)
+    hi = TABLE["A=hi,B=lo"] + TABLE["A=hi,B=hi"]
+    lo = TABLE["A=lo,B=lo"] + TABLE["A=lo,B=hi"]
+    diff, se, df, p = _welch(hi, lo)
+    assert diff == pytest.approx(0.97 - 0.92)
+    a = eff.loc["A"]
+    assert (a["kind"], a["level"], a["reference"]) == ("main", "hi", "lo")
+    assert a["effect"] == pytest.approx(0.05)
+    assert a["df"] == pytest.approx(df) and a["p_value"] == pytest.approx(p)
+    half = student_t.ppf(0.975, df) * se
+    assert (a["ci_low"], a["ci_high"]) == (pytest.approx(0.05 - half), pytest.approx(0.05 + half))
+    b = eff.loc["B"]
+    assert b["effect"] == pytest.approx((0.93 + 0.99) / 2 - (0.91 + 0.95) / 2)
+
+    # interaction: .99 - .95 - .93 + .91 = .02; SE^2 = (.0001+.0004+.0003+.0001)/3 = .0003;
+    # Welch-Satterthwaite df = .0003^2 / (sum (v_i/3)^2 / 2) = 9e-8 / 1.5e-8 = 6
+    (row,) = s.interactions.to_dict("records")
+    se = math.sqrt(0.0003)
+    assert row["label"] == "A=hi x B=hi"
+    assert row["interaction"] == pytest.approx(0.02)
+    assert row["df"] == pytest.approx(6.0)
+    assert row["t"] == pytest.approx(0.02 / se)
+    assert row["ci_low"] == pytest.approx(0.02 - T975_6 * se)
+    assert row["ci_high"] == pytest.approx(0.02 + T975_6 * se)
+    assert row["p_value"] == pytest.approx(2 * student_t.sf(0.02 / se, 6))
+    # pooled means behind the interaction plot
+    g = s.group_means.set_index(["level_a", "level_b"])
+    assert g.loc[("hi", "lo"), "mean"] == pytest.approx(0.95) and g.loc[("hi", "lo"), "n"] == 3
+
+
+def test_one_at_a_time_effects_exclude_failed_runs_with_a_note():
+    d = Design("one_at_a_time", {"A": ("lo", "hi"), "B": ("lo", "hi")}, {"A": "lo", "B": "lo"},
+               {"A": "hi", "B": "hi"})
+    s = analyze_ablation(_runs(TABLE, failed={"A=hi,B=hi": 3}), d)
+    cells = s.cells.set_index("cell")
+    assert cells.loc["A=hi,B=hi", "n"] == 3 and cells.loc["A=hi,B=hi", "n_failed"] == 1
+    assert any("A=hi,B=hi seed 3 excluded" in n and "diverged" in n for n in s.notes)
+
+    rows = {(r["factor"], r["kind"]): r for r in s.effects.to_dict("records")}
+    assert set(rows) == {("A", "alone"), ("B", "alone"), ("A", "in_full"), ("B", "in_full")}
+    # A alone: (A=hi,B=lo) - baseline; A in full: full - (full without A = A=lo,B=hi)
+    for key, treat, ref in ((("A", "alone"), "A=hi,B=lo", "A=lo,B=lo"),
+                            (("A", "in_full"), "A=hi,B=hi", "A=lo,B=hi"),
+                            (("B", "in_full"), "A=hi,B=hi", "A=hi,B=lo")):
+        diff, se, df, p = _welch(TABLE[treat], TABLE[ref])
+        r = rows[key]
+        assert (r["cell"], r["reference_cell"]) == (treat, ref)
+        assert r["effect"] == pytest.approx(diff)
+        assert r["df"] == pytest.approx(df) and r["p_value"] == pytest.approx(p)
+        assert r["ci_high"] - r["effect"] == pytest.approx(student_t.ppf(0.975, df) * se)
+    assert rows[("A", "alone")]["effect"] == pytest.approx(0.04)
+    assert s.interactions.empty  # interactions belong to factorial designs
+
+
+def test_three_levels_one_run_and_empty_cells():
+    d = Design("full_factorial", {"lr": ("low", "mid", "high"), "bn": ("off", "on")},
+               {"lr": "low", "bn": "off"})
+    table = {"lr=low,bn=off": [0.80, 0.82], "lr=low,bn=on": [0.84, 0.86],
+             "lr=mid,bn=off": [0.90, 0.92], "lr=mid,bn=on": [0.94],
+             "lr=high,bn=off": [], "lr=high,bn=on": []}
+    s = analyze_ablation(_runs(table, failed={"lr=high,bn=off": 0}), d)
+    eff = {(r["factor"], r["level"]): r for r in s.effects.to_dict("records")}
+    # one main effect per non-baseline level, each against the baseline level
+    assert set(eff) == {("lr", "mid"), ("lr", "high"), ("bn", "on")}
+    assert eff[("lr", "mid")]["effect"] == pytest.approx((0.90 + 0.92 + 0.94) / 3 - 0.83)
+    assert math.isnan(eff[("lr", "high")]["effect"])
+    assert eff[("lr", "high")]["note"] == "a compared cell has no successful run"
+    cells = s.cells.set_index("cell")
+    assert cells.loc["lr=mid,bn=on", "n"] == 1 and math.isnan(cells.loc["lr=mid,bn=on", "ci_low"])
+    assert "cell lr=mid,bn=on: one successful run, no interval" in s.notes
+    assert "cell lr=high,bn=on: no successful run" in s.notes
+    inter = {r["label"]: r for r in s.interactions.to_dict("records")}
+    assert set(inter) == {"lr=mid x bn=on", "lr=high x bn=on"}
+    # (mid,on) has one run: estimate without interval
+    assert inter["lr=mid x bn=on"]["interaction"] == pytest.approx(0.94 - 0.91 - 0.85 + 0.81)
+    assert math.isnan(inter["lr=mid x bn=on"]["ci_low"])
+
+
+# ------------------------------------------------------------------ figure data
+def test_cell_bars_info_exact():
+    cells = pd.DataFrame({
+        "cell": ["a=0", "a=1", "a=2"], "label": ["baseline", "a=1", "a=2"],
+        "roles": ["baseline", "only a=1", "only a=2"], "n": [2, 1, 0],
+        "mean": [0.5, 0.75, math.nan], "ci_low": [0.25, math.nan, math.nan],
+        "ci_high": [0.875, math.nan, math.nan]})
+    runs = pd.DataFrame({"cell": ["a=0", "a=0", "a=1", "a=1"], "state": [
+        "COMPLETE", "COMPLETE", "COMPLETE", "FAIL"], "value": [0.25, 0.75, 0.75, math.nan]})
+    assert _cell_bars_info(cells, runs, "best_val_acc") == CellBarsInfo(
+        "best_val_acc", ("a=0", "a=1"), ("baseline", "a=1"), (0.5, 0.75), (0.375, 0.0),
+        (0.25, 0.0), (2, 1), (True, False), ((0.25, 0.75), (0.75,)))
+
+
+def test_effects_info_marks_helps_hurts_unclear_by_direction():
+    effects = pd.DataFrame({
+        "label": ["x", "y", "z", "w"], "kind": ["alone", "alone", "in_full", "alone"],
+        "effect": [0.5, -0.25, 0.125, math.nan], "ci_low": [0.25, -0.5, math.nan, 0.0],
+        "ci_high": [0.75, -0.125, math.nan, 0.0], "p_value": [0.01, 0.02, math.nan, 0.5]})
+    inter = pd.DataFrame({"label": ["x x y"], "interaction": [0.0], "ci_low": [-0.5],
+                          "ci_high": [0.5], "p_value": [1.0]})
+    got = _effects_info(effects, inter, "best_val_acc", True)
+    assert got == EffectsInfo("best_val_acc", True, ("x", "y", "z", "x x y"),
+                              ("alone", "alone", "in_full", "interaction"),
+                              (0.5, -0.25, 0.125, 0.0), (0.25, -0.5, 0.125, -0.5),
+                              (0.75, -0.125, 0.125, 0.5), (0.01, 0.02, None, 1.0),
+                              ("helps", "hurts", "unclear", "unclear"))
+    # for a loss, lower is better: the same intervals read the other way round
+    assert _effects_info(effects, inter, "best_val_loss", False).verdicts[:2] == ("hurts", "helps")
+
+
+def test_interaction_info_exact():
+    g = pd.DataFrame({"factor_a": ["A"] * 4, "level_a": ["lo", "lo", "hi", "hi"],
+                      "factor_b": ["B"] * 4, "level_b": ["lo", "hi", "lo", "hi"],
+                      "mean": [0.5, 0.625, 0.75, math.nan], "ci_low": [0.25, math.nan, 0.5, 0.0],
+                      "ci_high": [0.75, math.nan, 1.0, 0.0]})
+    assert _interaction_info(g, "m") == InteractionInfo("m", (InteractionPanel(
+        "A", "B", ("lo", "hi"), (
+            InteractionLine("lo", ("lo", "hi"), (0.5, 0.75), (0.25, 0.25), (0.25, 0.25)),
+            InteractionLine("hi", ("lo",), (0.625,), (0.0,), (0.0,)))),))
+
+
+def test_cell_curves_info_mean_and_std_over_seeds():
+    h = pd.DataFrame({
+        "run_id": ["r1", "r1", "r2", "r2", "r3"], "cell": ["c", "c", "c", "c", "d"],
+        "epoch": [1, 2, 1, 2, 1], "val_acc": [0.25, 0.5, 0.75, math.nan, 0.5],
+        "val_loss": [2.0, 1.0, 1.0, 1.0, 1.5], "train_acc": [0.5, 0.75, 0.5, 0.75, 0.5],
+        "train_loss": [1.5, 1.0, 1.5, 1.0, 1.5]})
+    # epoch 2 of r2 has a NaN and is dropped: epoch 2 is r1 alone (std 0)
+    std1 = stat.stdev([0.25, 0.75])
+    assert _cell_curves_info(h, [("c", "cell c"), ("d", "cell d"), ("e", "none")]) == \
+        CellCurvesInfo((
+            CellCurve("c", "cell c", 2, (1, 2), (0.5, 0.5), (std1, 0.0), (1.5, 1.0),
+                      (stat.stdev([2.0, 1.0]), 0.0), (0.5, 0.75), (1.5, 1.0)),
+            CellCurve("d", "cell d", 1, (1,), (0.5,), (0.0,), (1.5,), (0.0,), (0.5,), (1.5,))))
+
+
+# ------------------------------------------------------------------ schema
+def _tiny_base(**train: Any) -> dict[str, Any]:
+    return {"name": "tinybase", "data": {"dataset": "digits", "batch_size": 64, "subset": 128},
+            "model": {"arch": "mlp", "hidden": [16]},
+            "train": {"max_epochs": 2, "optimizer": "adam", "lr": 0.01, "num_threads": 1,
+                      **train},
+            "report": {"enabled": False}}
+
+
+def test_factor_forms_and_yaml_level_names(tmp_path: Path):
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump({"name": "forms", "base": "base.yaml"}) + """
+factors:
+  dropout: {off: 0.0, on: 0.5}
+  norm:
+    key: model.norm_layer
+    levels: {off: none, on: batch}
+    baseline: on
+  sched:
+    levels:
+      flat: {scheduler: constant}
+      step: {train.scheduler: {name: step, step_size: 1}, lr: 0.02}
+design: full_factorial
+seeds: [3, 4]
+""")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(_tiny_base()))
+    plan = load_ablation(path, ["seeds=[5]", "train.max_epochs=1"])
+    assert plan.seeds == [5] and len(plan.cells) == 8
+    assert plan.design.factors == {"dropout": ("off", "on"), "norm": ("off", "on"),
+                                   "sched": ("flat", "step")}
+    assert plan.design.baseline == {"dropout": "off", "norm": "on", "sched": "flat"}
+    cfg = plan.config("dropout=on,norm=off,sched=step", 5)
+    assert cfg.model.drop_rate == 0.5 and cfg.model.norm_layer == "none"
+    assert cfg.train.scheduler.name == "step" and cfg.train.lr == 0.02
+    assert cfg.train.seed == 5 and cfg.data.seed == 5 and cfg.train.max_epochs == 1
+    assert cfg.name == "forms"
+    assert plan.config_hash("dropout=on,norm=off,sched=step", 5) != \
+        plan.config_hash("dropout=on,norm=off,sched=step", 6)
+
+
+@pytest.mark.parametrize("change, field, fragment", [
+    ({"factors": {"dropout": {"off": 0.0}}}, "factors.dropout", "two or more levels"),
+    ({"factors": {"batch_norm": {"off": "none", "on": "batch"}}}, "factors",
+     "must be a config key or alias"),
+    ({"factors": {"dropout": {"key": "model.drop_rate", "levels": {"a=b": 0.1, "c": 0.2}}}},
+     "factors.dropout", "no '=' or ','"),
+    ({"factors": {"d1": {"key": "dropout", "levels": {"a": 0.1, "b": 0.2}},
+                  "d2": {"levels": {"a": {"model.drop_rate": 0.3}, "b": {"lr": 0.1}}}}},
+     "factors", "both set model.drop_rate"),
+    ({"factors": {"seed": {"a": 1, "b": 2}}}, "factors.seed", "seeds come from"),
+    ({"design": "latin_square"}, "design", "one_at_a_time"),
+    ({"seeds": [1, 1]}, "seeds", "distinct"),
+    ({"factors": {"lr": {"a": 0.1, "b": -1.0}}}, "train.lr", "greater than 0"),
+    ({"factors": {"arch": {"mlp": {"model.arch": "mlp"}, "x": {"model.arch": "no_such_net"}}}},
+     None, "no_such_net"),
+    ({"metric": "test_acc"}, "metric", "evaluate_test"),
+    ({"colour": "red"}, "colour", "unknown key"),
+])
+def test_bad_ablations_raise_naming_the_field(change, field, fragment):
+    raw = {"name": "bad", "base": _tiny_base(), "factors": {"dropout": {"off": 0.0, "on": 0.5}},
+           **change}
+    with pytest.raises(ConfigError) as err:
+        plan_ablation(raw, "bad.yaml")
+    if field:
+        assert err.value.field == field, str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_set_cannot_override_a_factor_or_the_seeds():
+    raw = {"name": "s", "base": _tiny_base(), "factors": {"dropout": {"off": 0.0, "on": 0.5}}}
+    with pytest.raises(ConfigError, match="factor 'dropout' sets this key"):
+        plan_ablation(raw, "s.yaml", ["model.drop_rate=0.1"])
+    with pytest.raises(ConfigError, match="seeds come from"):
+        plan_ablation(raw, "s.yaml", ["seed=3"])
+
+
+def _cli(*args: str, cwd: Path, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The real entry point in-process: exit code, stdout, stderr."""
+    from hpstudy.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_bad_file_exits_2_before_writing(tmp_path: Path, monkeypatch, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "bad", "base": _tiny_base(), "factors": {
+        "arch": {"levels": {"mlp": {"model.arch": "mlp"}, "nin": {"model.arch": "nin"}}}}}))
+    code, out, err = _cli("ablate", str(path), cwd=tmp_path, monkeypatch=monkeypatch,
+                          capsys=capsys)
+    # nin does not take mlp's `hidden`: the cell's real config validation says so
+    assert code == 2 and "cell arch=nin" in err and "hidden" in err, err
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "dashboards").exists()
+
+
+# ------------------------------------------------------------------ real ablations
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One MLflow SQLite store for the module: a fresh one costs seconds of migrations."""
+    return f"sqlite:///{tmp_path_factory.mktemp('ablation-store')}/mlflow.db"
+
+
+def test_quick_digits_through_the_cli_logs_reports_and_resumes(tmp_path: Path, store: str,
+                                                               monkeypatch, capsys):
+    args = ("ablate", str(QUICK), "--tracking-uri", store, "--set", "seeds=[0,1]",
+            "--set", "train.max_epochs=2", "--set", "data.subset=192",
+            "--set", "train.limit_val_batches=2")
+    code, out, err = _cli(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert "8 cells x 2 seeds = 16 runs, 0 already finished, 16 to run" in out
+    assert "[16/16] cell-dropout=on,batch_norm=on,lr_schedule=constant-seed1" in out
+    assert "dropout=on alone (vs baseline)" in out and "p (Welch)" in out
+    report = tmp_path / "dashboards" / "quick_digits" / "index.html"
+    assert f"report       {Path('dashboards') / 'quick_digits' / 'index.html'}" in out
+
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("quick_digits")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    (summary,) = [r for r in runs if r.data.tags.get("hpstudy.kind") == "ablation_summary"]
+    cells = [r for r in runs if r.data.tags.get("hpstudy.kind") == "ablation"]
+    assert len(cells) == 16 and summary.info.status == "FINISHED"
+    plan = load_ablation(QUICK, ["seeds=[0,1]", "train.max_epochs=2", "data.subset=192",
+                                 "train.limit_val_batches=2"])
+    assert {(r.data.tags["hpstudy.cell"], int(r.data.tags["hpstudy.seed"])) for r in cells} == \
+        {(c.id, s) for c in plan.cells for s in (0, 1)}
+    for r in cells:
+        tags, params = r.data.tags, r.data.params
+        cell, seed = tags["hpstudy.cell"], int(tags["hpstudy.seed"])
+        assert r.info.run_name == f"cell-{cell}-seed{seed}"
+        assert r.info.status == "FINISHED" and tags["hpstudy.state"] == "COMPLETE"
+        assert tags["mlflow.parentRunId"] == summary.info.run_id
+        assert tags["hpstudy.diagnosis"] and tags["hpstudy.ablation"] == "quick_digits"
+        levels = dict(kv.split("=") for kv in cell.split(","))
+        assert {k: tags[f"hpstudy.factor.{k}"] for k in levels} == levels
+        # the concrete config trained: the cell's levels and the seed
+        assert float(params["model.drop_rate"]) == {"off": 0.0, "on": 0.5}[levels["dropout"]]
+        assert params["model.norm_layer"] == {"off": "none", "on": "batch"}[levels["batch_norm"]]
+        assert params["train.scheduler.name"] == levels["lr_schedule"]
+        assert params["train.seed"] == params["data.seed"] == str(seed)
+        assert params["train.max_epochs"] == "2"
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")] == [1, 2]
+    arts = {a.path for a in client.list_artifacts(summary.info.run_id)}
+    assert {"dashboard", "ablation", "ablation.yaml", "base_config.yaml"} <= arts
+    stats = json.loads(open(client.download_artifacts(summary.info.run_id,
+                                                      "ablation/stats.json")).read())
+    assert [c["n"] for c in stats["cells"]] == [2] * 8
+    full = next(c for c in stats["cells"] if c["label"] == "full")
+    best = [r.data.metrics["best_val_acc"] for r in cells
+            if r.data.tags["hpstudy.cell"] == full["cell"]]
+    assert full["mean"] == pytest.approx(sum(best) / 2)
+
+    page = report.read_text()
+    for section in ("overview", "cells", "effects", "interactions", "curves", "diagnosis"):
+        assert f'<section id="{section}">' in page
+    assert page.count('class="plotly-graph-div"') == 3  # cells, effects, curves
+    assert "interactions need a full_factorial design" in page
+
+    # rerun: every (cell, seed) finished with the same config -> nothing is trained
+    code, out, err = _cli(*args, "--no-report", cwd=tmp_path, monkeypatch=monkeypatch,
+                          capsys=capsys)
+    assert code == 0, err
+    assert "16 already finished, 0 to run" in out and "[1/" not in out
+    assert len(client.search_runs([exp.experiment_id], max_results=1000)) == 17
+
+
+def test_diverged_runs_are_recorded_excluded_and_rerun(store: str, tmp_path: Path):
+    raw = {"name": "diverging", "base": _tiny_base(optimizer="sgd"), "design": "full_factorial",
+           "factors": {"lr": {"ok": 0.1, "huge": 1e12}, "dropout": {"off": 0.0, "on": 0.25}},
+           "seeds": [0, 1], "report": {"dir": str(tmp_path / "dash")}}
+    plan = plan_ablation(raw, "diverging.yaml", ["seeds=[0]"])
+    lines: list[str] = []
+    s = run_ablation(plan, tracking_uri=store, echo=lines.append)
+    assert (s.planned, s.ran, s.failed) == (4, 4, 2)
+    assert any("FAILED (diverged: non-finite" in ln for ln in lines)
+    cells = s.stats.cells.set_index("label")
+    assert cells.loc["lr=huge", "n"] == 0 and cells.loc["lr=huge", "n_failed"] == 1
+    assert sum("excluded from the statistics: diverged" in n for n in s.stats.notes) == 2
+    main = s.stats.effects.set_index("factor").loc["lr"]
+    assert math.isnan(main["effect"]) and main["note"] == "a compared cell has no successful run"
+    assert Path(s.report_path).is_file()
+    failed = [r for r in MlflowClient(tracking_uri=store).search_runs(
+        [s.experiment_id], "attributes.status = 'FAILED'")]
+    assert len(failed) == 2
+    assert all(r.data.tags["hpstudy.fail_reason"].startswith("diverged") for r in failed)
+
+    # resume with a second seed: finished runs are kept, the failed ones run again
+    again = run_ablation(plan_ablation(raw, "diverging.yaml"), tracking_uri=store, report=False)
+    assert (again.resumed, again.ran, again.failed) == (2, 6, 4)
+    assert list(again.stats.cells["n"]) == [2, 2, 0, 0]
