@@ -326,6 +326,16 @@ def test_set_cannot_override_a_factor_or_the_seeds():
         plan_ablation(raw, "s.yaml", ["seed=3"])
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "studies" / "ablations").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_ablations_validate_every_cell(path: Path):
+    plan = load_ablation(path)  # the schema, the base study file and every cell's config
+    assert plan.name == yaml.safe_load(path.read_text())["name"]
+    assert len(plan.cells) >= 2 and len(plan.seeds) >= 2
+    # each cell trains a different concrete config
+    assert len({plan.config_hash(c.id, plan.seeds[0]) for c in plan.cells}) == len(plan.cells)
+
+
 def _cli(*args: str, cwd: Path, monkeypatch, capsys) -> tuple[int, str, str]:
     """The real entry point in-process: exit code, stdout, stderr."""
     from hpstudy.cli import main
