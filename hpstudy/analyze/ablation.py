@@ -495,7 +495,8 @@ class AblationData:
         runs: one row per (cell, seed): :data:`RUN_COLUMNS` (the latest finished
             run, else the latest attempt).
         histories: per-epoch records, long format, with ``run_id``, ``cell``, ``seed``.
-        stale: runs left out because their config hash differs from the plan's.
+        stale: runs left out because they are not in the plan (another cell or seed,
+            or a config hash that differs from the plan's).
         num_classes: class count of the data set (from the runs' params).
     """
 

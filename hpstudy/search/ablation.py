@@ -109,7 +109,7 @@ def read_ablation_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(str(path), None, "no such ablation file")
     try:
-        raw = yaml.load(p.read_text(), Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader
+        raw = yaml.load(p.read_text(), Loader=_Yaml12Loader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None
@@ -139,6 +139,7 @@ class Factor(_Strict):
         baseline: the baseline level (default: the first).
         full: the level in one_at_a_time's full configuration (default: the last
             non-baseline level).
+        description: free text (what the factor tests).
     """
 
     key: str | None = None
@@ -621,8 +622,8 @@ def run_ablation(plan: AblationPlan, *, tracking_uri: str | None = None,
                             expected=plan.hashes())
     stats = analyze_ablation(data.runs, plan.design, plan.spec.metric)
     if data.stale:
-        stats.notes.append(f"{data.stale} earlier run(s) of this ablation with another config "
-                           "(e.g. other epochs) were left out")
+        stats.notes.append(f"{data.stale} earlier run(s) of this ablation outside the current "
+                           "plan (other seeds or cells, or a changed config) were left out")
     _log_stats(tracker, parent, stats, data)
     summary = AblationSummary(plan.name, tracker.uri, tracker.experiment_id, parent, total,
                               len(todo), total - len(todo), failed, stats, data)
