@@ -9,11 +9,17 @@ are written once per epoch in one ``log_batch`` call (step = epoch).
 The client is created once per process: a fresh SQLite store costs about a
 second of migrations, and a fluent-API global run would not survive
 concurrent trials.
+
+New experiments are tagged ``mlflow.experimentKind=custom_model_development``
+so the MLflow 3 UI opens them on their training runs, not the GenAI overview.
+Each trial's dataset is an MLflow input (:meth:`Tracker.log_dataset`): name,
+a digest of what selects the images, split sizes in its profile.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -26,13 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
 STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
                    "KILLED": "KILLED"}
 _MAX_PARAM_LEN = 6000  # MLflow's param value limit
 _BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # UI opens on runs
+# data-config keys that change how images are fed, not which images: left out of the digest
+_NOT_DATA_IDENTITY = ("batch_size", "eval_batch_size", "num_workers", "augmentation", "download",
+                      "root")
 
 
 def _now_ms() -> int:
@@ -70,7 +80,9 @@ def _param_value(v: Any) -> str:
 def run_environment() -> dict[str, str]:
     """Git commit and hardware, tagged on every run (record the evidence)."""
     tags: dict[str, str] = {"hpstudy.host": platform.node(),
-                            "hpstudy.python": platform.python_version()}
+                            "hpstudy.python": platform.python_version(),
+                            # the UI's Source column (with the commit below)
+                            "mlflow.source.type": "LOCAL", "mlflow.source.name": "hpstudy"}
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -102,6 +114,48 @@ def history_csv(history: Iterable[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def dataset_input(data: dict[str, Any], info: dict[str, Any]) -> DatasetInput:
+    """The MLflow input entity of a trial's dataset.
+
+    Args:
+        data: the concrete ``data:`` section as plain data (``StudyConfig.to_dict()["data"]``).
+        info: the data module's ``describe()`` (``data.n_train``, ``data.mean``...).
+
+    Returns:
+        A ``DatasetInput`` named after the dataset, with an 8-hex digest of what
+        selects its images (dataset, options, split seed and sizes, subset, the
+        training split's normalization statistics), the split sizes as its
+        profile, an image/label tensor schema and context ``training``.
+    """
+    identity = {k: v for k, v in data.items() if k not in _NOT_DATA_IDENTITY}
+    identity.update(info)
+    digest = hashlib.md5(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    sizes = {k: info.get(f"data.{k}") for k in ("n_train", "n_val", "n_test")}
+    profile = {"num_rows": sizes["n_train"], **sizes, "input_size": info.get("data.input_size")}
+    options = {k: v for k, v in identity.items() if k not in ("dataset", "seed", "val_split",
+                                                             "subset") and not k.startswith("data.")}
+    source = {"tags": {"hpstudy.loader": "hpstudy.data", "hpstudy.dataset": str(data["dataset"]),
+                       "hpstudy.options": json.dumps(options, sort_keys=True, default=str)}}
+    dataset = Dataset(name=str(data["dataset"]), digest=digest, source_type="code",
+                      source=json.dumps(source), schema=_image_schema(info),
+                      profile=json.dumps(profile))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
+
+
+def _image_schema(info: dict[str, Any]) -> str | None:
+    """Tensor schema of the fed images (N, C, S, S) float32 and labels (N,) int64."""
+    mean, size = info.get("data.mean"), info.get("data.input_size")
+    if not isinstance(mean, list) or not size:
+        return None
+    import numpy as np
+    from mlflow.types import Schema, TensorSpec
+
+    features = Schema([TensorSpec(np.dtype(np.float32), (-1, len(mean), size, size), "image")])
+    targets = Schema([TensorSpec(np.dtype(np.int64), (-1,), "label")])
+    return json.dumps({"mlflow_tensorspec": {"features": features.to_json(),
+                                             "targets": targets.to_json()}})
+
+
 class Tracker:
     """One MLflow client bound to one experiment.
 
@@ -128,7 +182,8 @@ class Tracker:
         if artifact_location is None and is_local_store(self.uri):
             artifact_location = (local_artifact_root(self.uri) / name).as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=artifact_location)
+            return self.client.create_experiment(name, artifact_location=artifact_location,
+                                                 tags=EXPERIMENT_KIND)
         except Exception:  # created meanwhile by another worker
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
@@ -205,6 +260,11 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dataset(self, run_id: str, data: dict[str, Any], info: dict[str, Any]) -> None:
+        """Log the trial's dataset as an MLflow input (see :func:`dataset_input`)."""
+        if data.get("dataset") and info:
+            self.client.log_inputs(run_id, datasets=[dataset_input(data, info)])
 
     def end_run(self, run_id: str, state: str, tags: dict[str, Any] | None = None) -> None:
         """Tag the final ``hpstudy.state`` and terminate (FAIL -> status FAILED)."""

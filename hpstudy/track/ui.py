@@ -1,61 +1,226 @@
-"""``hpstudy ui``: the MLflow UI on the project's store."""
+"""``hpstudy ui``: the MLflow UI on the project's store, in the foreground until Ctrl-C.
+
+``serve_ui`` resolves the store (flag > study file > ``$MLFLOW_TRACKING_URI``
+> ``sqlite:///mlruns/mlflow.db``), starts ``mlflow server`` on it in its own
+process group, waits until ``/health`` answers, prints the URL of the study's
+runs and, on Ctrl-C (or SIGTERM), stops the whole group and returns 0.
+
+The printed URL opens the study's experiment on its runs, sorted by the
+objective (``best_val_acc`` descending for ``val_acc``): with a sort other than
+by start time the MLflow UI lists nested runs flat, so every trial is a row
+to compare, best first, with the study's parent run alongside.
+
+A study that tracks to an MLflow server (``http://...``) is not served again:
+its URL on that server is printed instead.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from .tracker import local_artifact_root, prepare_local_uri
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# the GenAI job runner (judges, scorers) forks about 8 processes; hpstudy's runs need none
+_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
-    """The ``mlflow ui`` command line for a backend store (artifacts served through the UI)."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-           "--host", host, "--port", str(port)]
+class UIError(RuntimeError):
+    """The UI cannot be served as asked (port in use, server exited at start)."""
+
+
+@dataclass
+class StudyTarget:
+    """What ``hpstudy ui`` serves: a store, and optionally one study's experiment."""
+
+    tracking_uri: str
+    experiment: str | None = None
+    metric: str = "val_acc"
+    direction: str = "maximize"
+
+
+def is_remote(uri: str) -> bool:
+    """A tracking server (``http(s)://``, ``databricks``...), not a store we can serve."""
+    return not uri.startswith(("sqlite:", "file:", "postgresql", "mysql", "mssql")) \
+        and "://" in uri
+
+
+def resolve_target(study: str | None, tracking_uri: str | None) -> StudyTarget:
+    """The store and experiment for a study file, a study name, or nothing (all experiments)."""
+    if study and (Path(study).is_file() or study.endswith((".yaml", ".yml"))):
+        from ..config import load_study
+
+        cfg = load_study(study)
+        return StudyTarget(cfg.tracking_uri(tracking_uri), cfg.tracking.experiment or cfg.name,
+                           cfg.search.metric, cfg.direction)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return StudyTarget(uri, study or None)
+
+
+def ui_command(tracking_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """The ``mlflow server`` command line serving ``tracking_uri`` (UI + REST API).
+
+    A host other than the loopback gets ``--allowed-hosts`` naming this
+    machine, so that MLflow's DNS-rebinding protection admits its own address.
+    """
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+           "--host", host, "--port", str(port), "--workers", str(workers)]
     if tracking_uri.startswith(("sqlite:", "file:")):
         cmd += ["--default-artifact-root", local_artifact_root(tracking_uri).as_uri()]
+    if host not in LOOPBACK:
+        names = {host, socket.gethostname(), socket.getfqdn(), "localhost", "127.0.0.1"}
+        names.discard("0.0.0.0")
+        names.discard("::")
+        allowed = sorted(names | {f"{n}:{port}" for n in names})
+        cmd += ["--allowed-hosts", ",".join(allowed)]
     return cmd
 
 
-def experiment_url(tracking_uri: str, experiment: str | None, host: str, port: int) -> str:
-    """URL of the experiment page (the UI's root when the experiment is unknown)."""
-    base = f"http://{host}:{port}"
-    if not experiment:
-        return base
+def runs_url(base: str, experiment_id: str, metric: str = "val_acc",
+             direction: str = "maximize") -> str:
+    """The experiment's runs page sorted by the best-epoch objective (trials listed flat)."""
+    key = quote(f"metrics.`best_{metric}`", safe="")
+    asc = "true" if direction == "minimize" else "false"
+    return f"{base}/#/experiments/{experiment_id}/runs?orderByKey={key}&orderByAsc={asc}"
+
+
+def experiment_url(target: StudyTarget, base: str) -> str:
+    """URL of the study's runs, or of the experiment list when there is no such experiment."""
+    if not target.experiment:
+        return f"{base}/"
     from mlflow import MlflowClient
 
-    exp = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
-    return f"{base}/#/experiments/{exp.experiment_id}" if exp else base
+    exp = MlflowClient(tracking_uri=target.tracking_uri).get_experiment_by_name(target.experiment)
+    if exp is None:
+        return f"{base}/"
+    return runs_url(base, exp.experiment_id, target.metric, target.direction)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # as uvicorn binds: connections of a server that just stopped (TIME_WAIT) are no conflict
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UIError(f"mlflow server exited with code {proc.returncode} while starting")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise UIError(f"mlflow server did not answer {url}/health within {timeout:.0f}s")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM the server's process group (uvicorn shuts down gracefully), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # workers that outlived the leader
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return proc.wait()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def serve_ui(study: str | None = None, tracking_uri: str | None = None,
-             host: str = "127.0.0.1", port: int = 5000) -> int:
-    """Run the MLflow UI in the foreground until Ctrl-C; returns its exit code."""
-    experiment = None
-    if study:
-        if Path(study).exists():
-            from ..config import load_study
+             host: str = "127.0.0.1", port: int = 5000, *, ready_timeout: float = 180.0,
+             echo: Callable[[str], None] | None = None) -> int:
+    """Run the MLflow UI on the project's store in the foreground until Ctrl-C.
 
-            cfg = load_study(study)
-            tracking_uri = cfg.tracking_uri(tracking_uri)
-            experiment = cfg.tracking.experiment or cfg.name
-        else:
-            experiment = study
-    uri = prepare_local_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
-    url = experiment_url(uri, experiment, host, port)
-    print(f"MLflow UI for {uri}\n  {url}\n(Ctrl-C to stop)", flush=True)
-    proc = subprocess.Popen(ui_command(uri, host, port))
+    Args:
+        study: a study file or name (its experiment's URL is printed), or None.
+        tracking_uri: MLflow store (flag > study file > $MLFLOW_TRACKING_URI > default).
+        host: bind address; anything but the loopback exposes the UI (no login).
+        port: TCP port.
+        ready_timeout: seconds to wait for the server to answer.
+        echo: where messages go (default: print to stdout, flushed).
+
+    Returns:
+        0 after Ctrl-C or SIGTERM stopped the server, else the server's exit code.
+
+    Raises:
+        UIError: the port is taken, or the server exited or hung while starting.
+    """
+    say = echo or (lambda m: print(m, flush=True))
+    target = resolve_target(study, tracking_uri)
+    if is_remote(target.tracking_uri):
+        base = target.tracking_uri.rstrip("/")
+        say(f"{target.tracking_uri} is a tracking server: its UI is already there\n"
+            f"  {experiment_url(target, base)}")
+        return 0
+    if not _port_free(host, port):
+        raise UIError(f"port {port} on {host} is in use; pick another with --port")
+    uri = prepare_local_uri(target.tracking_uri)
+    wildcard = host in ("0.0.0.0", "::")
+    shown = socket.getfqdn() if wildcard else host
+    url = experiment_url(StudyTarget(uri, target.experiment, target.metric, target.direction),
+                         f"http://{_url_host(shown)}:{port}")  # a new store is made here, once
+    if host not in LOOPBACK:
+        say(f"warning: the MLflow UI has no login; anyone who reaches {host}:{port} can read "
+            "and delete runs")
+    env = {**os.environ, **{k: v for k, v in _SERVER_ENV.items() if k not in os.environ}}
+    proc = subprocess.Popen(ui_command(uri, host, port), env=env, start_new_session=True)
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = _in_main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        probe = "127.0.0.1" if wildcard or host in LOOPBACK else host
+        _wait_ready(f"http://{_url_host(probe)}:{port}", proc, ready_timeout)
+        say(f"MLflow UI on {uri}\n  {url}\n(Ctrl-C to stop)")
         return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            return proc.wait()
+        stop_server(proc)
+        say("MLflow UI stopped")
+        return 0
+    finally:
+        if proc.poll() is None:
+            stop_server(proc)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
