@@ -369,14 +369,19 @@ def ui(
     study: Annotated[str | None, typer.Argument(help="Study file or name (for its experiment URL).")] = None,
     tracking_uri: TrackingOpt = None,
     host: Annotated[str, typer.Option("--host", help="Bind address; 127.0.0.1 keeps it local.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 5000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 5000,
 ) -> None:
-    """Start the MLflow UI on the project's store (Ctrl-C stops it)."""
+    """Start the MLflow UI on the project's store and print the study's URL (Ctrl-C stops it)."""
 
     def go():
-        from .track.ui import serve_ui
+        from .track.ui import UIError, serve_ui
 
-        serve_ui(study=study, tracking_uri=tracking_uri, host=host, port=port)
+        try:
+            code = serve_ui(study=study, tracking_uri=tracking_uri, host=host, port=port)
+        except UIError as e:
+            _fail(str(e), 1)
+        if code:
+            raise typer.Exit(code)
 
     _guard(go)
 

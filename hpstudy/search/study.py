@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from ..config import StudyConfig, trial_params
 from ..track import Tracker, history_csv
+from ..track import registry as _registry
 from ..train import FitResult, fit
 from . import isolate as _isolate
 from . import space as _space
@@ -274,6 +275,8 @@ class Objective:
         state = {"pruned": "PRUNED", "diverged": "FAIL"}.get(result.status, "COMPLETE")
         self.tracker.log_params(run_id, {"model.num_params": result.num_params,
                                          **result.data_info})
+        self.tracker.log_dataset(run_id, tcfg.to_dict()["data"], result.data_info)
+        self.keep_checkpoint(trial, run_id, result, state)
         attrs = record_fit(self.tracker, run_id, result, tcfg, state)
         for k, v in attrs.items():
             if v is not None:
@@ -289,6 +292,42 @@ class Objective:
             trial.set_user_attr("fail_reason", reason)
             raise TrialFailed(reason)
         return float(value)
+
+    def keep_checkpoint(self, trial: optuna.Trial, run_id: str, result: FitResult,
+                        state: str) -> None:
+        """Leave the trial's best weights on its run when they may be wanted later.
+
+        Every trial with weights keeps them when ``tracking.log_checkpoints`` is
+        set; otherwise only a COMPLETE trial better than the study's best so far
+        does (``tracking.register_best``): the best trial is known only at the
+        end, and this process may be the only one that has its weights.
+        """
+        t = self.cfg.tracking
+        if result.module is None or result.datamodule is None or result.best_epoch is None:
+            return  # trained in another process, or no epoch finished
+        wanted = t.log_checkpoints and state != "FAIL"
+        if not wanted and t.register_best and state == "COMPLETE" and result.value is not None:
+            wanted = _improves(trial.study, float(result.value))
+        if not wanted:
+            return
+        try:
+            ckpt = _registry.checkpoint_from_fit(
+                result, {"study": self.cfg.name, "trial_number": trial.number})
+            trial.set_user_attr("checkpoint", _registry.log_checkpoint(self.tracker, run_id, ckpt))
+        except Exception as e:  # noqa: BLE001 - a lost checkpoint must not fail the trial
+            _log.warning("trial %d: checkpoint not logged: %s: %s", trial.number,
+                         type(e).__name__, e)
+
+
+def _improves(study: optuna.Study, value: float) -> bool:
+    """Whether ``value`` beats the study's best COMPLETE trial (True when there is none)."""
+    try:
+        best = study.best_value
+    except ValueError:
+        return math.isfinite(value)
+    if study.direction == optuna.study.StudyDirection.MAXIMIZE:
+        return value > best
+    return value < best
 
 
 def _free_memory() -> None:
@@ -352,6 +391,7 @@ class StudySummary:
     best_run_id: str | None = None
     report_path: str | None = None
     duration_s: float = 0.0
+    registered_model: str | None = None  # models:/<study>-best/<version>
 
 
 def summarize(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_run_id: str,
@@ -368,6 +408,34 @@ def summarize(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent_ru
     summary.best_trial = best.number
     summary.best_run_id = best.user_attrs.get("mlflow_run_id")
     return summary
+
+
+def register_best_model(study: optuna.Study, cfg: StudyConfig, tracker: Tracker,
+                        parent_run_id: str) -> str | None:
+    """Register the best trial's model as ``<study>-best``; returns ``models:/<name>/<version>``.
+
+    A new version is made only when the best trial changed since the last
+    registration. Returns None (with a warning) when there is no best trial,
+    it left no checkpoint, or MLflow refuses: the study itself succeeded.
+    """
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    run_id = best.user_attrs.get("mlflow_run_id")
+    if not run_id or "checkpoint" not in best.user_attrs:
+        _log.warning("best trial %d left no checkpoint: no model registered", best.number)
+        return None
+    try:
+        reg = _registry.register_best(tracker, cfg.name, run_id, trial_number=best.number,
+                                      metric=cfg.search.metric, value=float(best.value))
+        tracker.set_tags(parent_run_id, {"hpstudy.best_trial": best.number,
+                                         "hpstudy.best_run_id": run_id,
+                                         "hpstudy.registered_model": reg.model_uri})
+    except Exception as e:  # noqa: BLE001 - the study itself succeeded
+        _log.warning("best model not registered: %s: %s", type(e).__name__, e)
+        return None
+    return reg.model_uri
 
 
 def connect(cfg: StudyConfig, storage: str | None = None, tracking_uri: str | None = None
@@ -439,6 +507,8 @@ def run_study(
         if summary.best_value is not None:
             finals.update(best_value=summary.best_value, best_trial_number=summary.best_trial)
         tracker.finish_study(parent, finals, status=status)
+    if cfg.tracking.register_best:
+        summary.registered_model = register_best_model(study, cfg, tracker, parent)
     summary.duration_s = time.perf_counter() - start
     if cfg.report.enabled if report is None else report:
         summary.report_path = write_dashboard(cfg, cfg.storage_url(storage), tracker.uri)
@@ -479,6 +549,7 @@ def run_single(cfg: StudyConfig, tracking_uri: str | None = None) -> tuple[FitRe
         tracker.end_run(run_id, state, {"hpstudy.fail_reason": f"{type(e).__name__}: {e}"[:1000]})
         raise
     tracker.log_params(run_id, {"model.num_params": result.num_params, **result.data_info})
+    tracker.log_dataset(run_id, cfg.to_dict()["data"], result.data_info)
     state = "FAIL" if result.status == "diverged" else "COMPLETE"
     record_fit(tracker, run_id, result, cfg, state)
     return result, run_id, tracker
