@@ -12,6 +12,7 @@ only when the best changed) and the ``tracking.*`` switches.
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.parse
 import urllib.request
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import optuna
 import pytest
 import torch
@@ -192,8 +194,12 @@ def test_study_over_http_has_the_compare_contract_and_registers_the_best(
     assert info.experiment_id == exp["experiment_id"] and info.source_run_id == best_run
 
 
-def test_resumed_study_registers_a_new_version_only_when_the_best_changes(stores) -> None:
+def test_resumed_study_registers_a_new_version_only_when_the_best_changes(
+        stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = "resume-best"
+    # a user's $MLFLOW_TRACKING_URI survives (log_model needs MLflow's global URI for a moment)
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
     space = {"train.lr": {"type": "float", "low": 1e-5, "high": 0.05, "log": True}}
     plan = [{"train.lr": 1e-5}, {"train.lr": 0.03}, {"train.lr": 2e-5}]  # bad, good, bad
     client = MlflowClient(stores["tracking_uri"])
@@ -213,6 +219,8 @@ def test_resumed_study_registers_a_new_version_only_when_the_best_changes(stores
     runs = [t.user_attrs["mlflow_run_id"] for t in study.get_trials()]
     assert (mv[1].run_id, mv[2].run_id) == (runs[0], runs[1])
     assert "checkpoint" not in {a.path for a in client.list_artifacts(runs[2])}
+    assert os.environ["MLFLOW_TRACKING_URI"] == elsewhere
+    assert mlflow.get_tracking_uri() == elsewhere and not (tmp_path / "elsewhere.db").exists()
 
 
 def test_log_checkpoints_keeps_every_trial_and_register_best_false_registers_nothing(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -129,12 +130,21 @@ def _tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for the block, then restore what was set.
 
     ``mlflow.pytorch.log_model`` has no client argument; hpstudy never sets a
-    global tracking URI, so the previous value (often unset) is put back.
+    global tracking URI, so the previous value (often unset) is put back, and
+    so is ``$MLFLOW_TRACKING_URI``, which MLflow sets and unsets along with it.
     """
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    with _LOG_MODEL_LOCK, tracking_utils._use_tracking_uri(uri):
-        yield
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    with _LOG_MODEL_LOCK:
+        try:
+            with tracking_utils._use_tracking_uri(uri):
+                yield
+        finally:
+            if env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def _requirements() -> list[str]:
