@@ -62,6 +62,7 @@ def test_workers_on_two_processes_share_one_postgres_study(pg, tracking_server, 
     trials = optuna.load_study(study_name=name, storage=pg).get_trials()
     assert [t.number for t in trials] == [0, 1, 2, 3]  # none lost, none twice
     assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.params["train.lr"] for t in trials}) == 4  # each worker its own seed
     client = MlflowClient(tracking_uri=tracking_server)
     exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id], max_results=100)

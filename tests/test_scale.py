@@ -253,6 +253,8 @@ def test_parallel_workers_finish_exactly_n_trials_and_survive_a_killed_worker(
 
     trials = _trials("parallel", stores["storage"])
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]  # exactly 5, no duplicates
+    # each worker samples with its own seed: no two trials got the same hyperparameters
+    assert len({t.params["train.lr"] for t in trials}) == 5
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 1
