@@ -116,6 +116,8 @@ def _print_summary(s) -> None:
     typer.echo(f"study run    {s.parent_run_id} (experiment {s.experiment_id})")
     typer.echo(f"optuna       {s.storage}")
     typer.echo(f"mlflow       {s.tracking_uri}   (open with: hpstudy ui)")
+    if s.registered_model:
+        typer.echo(f"best model   {s.registered_model}")
     if s.report_path:
         typer.echo(f"dashboard    {s.report_path}")
 
@@ -204,7 +206,7 @@ def train(
         if result.best_epoch is not None:
             typer.echo(f"best epoch   {result.best_epoch}: val_acc {result.best['val_acc']:.4f}")
         if result.test:
-            typer.echo(f"test         " + ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()))
+            typer.echo("test         " + ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()))
         typer.echo(f"run          {run_id} in {tracker.uri}")
         if result.status == "diverged":
             raise typer.Exit(1)

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_study
 
 from hpstudy.config import ConfigError, from_dict, load_study, parse_set, trial_params
 from hpstudy.search import space as sp
-
-from conftest import tiny_study
 
 
 def test_minimal_study_gets_defaults():

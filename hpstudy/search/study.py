@@ -167,12 +167,10 @@ def _state_counts(study: optuna.Study) -> dict[str, int]:
     }
 
 
-def _diagnose(result: FitResult, num_classes: int) -> dict[str, Any] | None:
-    """The course's reading of the learning curves (None if the analyzer is unavailable)."""
-    try:
-        from ..analyze import diagnose
-    except ImportError:
-        return None
+def _diagnose(result: FitResult, num_classes: int) -> dict[str, Any]:
+    """The course's reading of the learning curves (verdict, evidence, advice)."""
+    from ..analyze import diagnose
+
     return diagnose(result.history, num_classes).to_dict()
 
 
@@ -199,10 +197,9 @@ def record_fit(tracker: Tracker, run_id: str, result: FitResult, cfg: StudyConfi
                    else result.data_info.get("data.num_classes"))
     if num_classes:
         diag = _diagnose(result, int(num_classes))
-        if diag is not None:
-            tags["hpstudy.diagnosis"] = diag["verdict"]
-            attrs["diagnosis"] = diag["verdict"]
-            attrs["diagnosis_detail"] = diag
+        tags["hpstudy.diagnosis"] = diag["verdict"]
+        attrs["diagnosis"] = diag["verdict"]
+        attrs["diagnosis_detail"] = diag
     if result.test:
         attrs.update(result.test)
     tracker.end_run(run_id, state, tags)
