@@ -219,12 +219,14 @@ def run_trial_process(
         finally:
             server.close()
             _stop_group(proc)
+            kept_elsewhere = False
             if failed and on_failure_log is not None:
                 try:
                     on_failure_log(log_path)
+                    kept_elsewhere = True
                 except Exception as e:  # noqa: BLE001 - the failure itself is what matters
                     _log.warning("could not keep the log of %s: %s", label, e)
-            if not failed:
+            if not failed or kept_elsewhere:
                 _remove(workdir)
             else:
                 _log.warning("%s failed; its process log is kept in %s", label, log_path)
