@@ -192,3 +192,26 @@ def test_early_stopping_stops_before_max_epochs():
                                search={"space": "none"}))
     r = fit(cfg)
     assert r.status == "early_stopped" and len(r.history) < 30
+
+
+def test_resumed_random_search_does_not_replay_its_first_proposals(stores):
+    cfg = from_dict(tiny_study("replay", train={"max_epochs": 1, "limit_train_batches": 1},
+                               search={"n_trials": 2}))
+    run_study(cfg, progress=False, **stores)
+    run_study(cfg, progress=False, **stores)
+    study = optuna.load_study(study_name="replay", storage=stores["storage"])
+    lrs = [t.params["train.lr"] for t in study.trials]
+    assert len(set(lrs)) == 4, lrs
+
+
+def test_isolated_trial_hands_its_checkpoint_to_the_registry(stores):
+    # the weights of a trial trained in a child process reach the model registry
+    cfg = from_dict(tiny_study("isoreg", train={"max_epochs": 1, "isolate": True},
+                               search={"n_trials": 1}, tracking={"register_best": True}))
+    summary = run_study(cfg, progress=False, **stores)
+    assert summary.counts["complete"] == 1
+    assert summary.registered_model == "models:/isoreg-best/1"
+    study = optuna.load_study(study_name="isoreg", storage=stores["storage"])
+    run_id = study.trials[0].user_attrs["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=stores["tracking_uri"])
+    assert "checkpoint/model.pt" in {a.path for a in client.list_artifacts(run_id, "checkpoint")}

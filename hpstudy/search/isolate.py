@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import StudyConfig
-from ..train import FitResult
+from ..train import FitResult, read_checkpoint
 from ..train.ddp_worker import DIST_ENV, LINK_TOKEN_ENV, receive, send
 
 _log = logging.getLogger("hpstudy")
@@ -257,7 +257,11 @@ def _serve(server: socket.socket, proc: subprocess.Popen, token: str,
             proc.wait(120)  # teardown; the result is already here
         except subprocess.TimeoutExpired:
             _log.warning("trial process %d did not exit after its result", proc.pid)
-        return FitResult(**message["result"])
+        result = FitResult(**message["result"])
+        if result.checkpoint_path and Path(result.checkpoint_path).is_file():
+            # read now: the trial's folder (and the file) is removed when we return
+            result.checkpoint = read_checkpoint(result.checkpoint_path)
+        return result
     returncode = proc.wait()
     if message is not None and message.get("kind") == "error":
         raise TrialProcessError(str(message.get("reason")), returncode)

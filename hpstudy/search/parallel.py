@@ -44,9 +44,9 @@ from .study import (
     StudySummary,
     _configure_optuna_logging,
     _Progress,
+    close_study,
     connect,
-    summarize,
-    write_dashboard,
+    finish_summary,
 )
 
 _log = logging.getLogger("hpstudy")
@@ -286,17 +286,9 @@ def run_parallel(
     finally:
         pool.stop(grace)
         bar.close()
-        summary = summarize(study, cfg, tracker, parent, storage_url)
-        finals = {"n_trials": summary.counts["total"], "n_complete": summary.counts["complete"],
-                  "n_pruned": summary.counts["pruned"], "n_failed": summary.counts["failed"],
-                  "n_workers": workers}
-        if summary.best_value is not None:
-            finals.update(best_value=summary.best_value, best_trial_number=summary.best_trial)
-        tracker.finish_study(parent, finals, status=status)
-    summary.duration_s = time.perf_counter() - start
-    if cfg.report.enabled if report is None else report:
-        summary.report_path = write_dashboard(cfg, storage_url, tracker.uri)
-    return summary
+        summary = close_study(study, cfg, tracker, parent, storage_url, status,
+                              n_workers=workers)
+    return finish_summary(summary, study, cfg, tracker, start, report)
 
 
 def _handle_deaths(pool: _Workers, study: optuna.Study, tracker: Any, parent_id: str) -> None:

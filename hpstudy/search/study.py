@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from ..config import StudyConfig, trial_params
 from ..track import Tracker, history_csv
 from ..track import registry as _registry
-from ..train import FitResult, fit
+from ..train import FitResult, checkpoint_from_fit, fit
 from . import isolate as _isolate
 from . import space as _space
 
@@ -58,9 +58,15 @@ def _configure_optuna_logging() -> None:
 
 
 # ------------------------------------------------------------------ factories
-def build_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
-    """Optuna sampler by name: tpe, random, grid, cmaes, qmc, gp, nsga2."""
+def build_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """Optuna sampler by name: tpe, random, grid, cmaes, qmc, gp, nsga2.
+
+    ``seed_offset`` shifts a fixed seed (a resumed study must not replay the
+    random proposals of its first session).
+    """
     s = cfg.search.sampler
+    if s.seed is not None and seed_offset:
+        s = s.model_copy(update={"seed": s.seed + seed_offset})
     opts = dict(s.options)
     if s.name == "tpe":
         return optuna.samplers.TPESampler(seed=s.seed, **opts)
@@ -148,6 +154,11 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
         direction=cfg.direction,
         load_if_exists=True,
     )
+    done = len(study.get_trials(deepcopy=False))
+    if done:
+        # resuming: a sampler seeded as in the first session would replay its random
+        # proposals; offset the seed by the trials so far (still reproducible)
+        study.sampler = build_sampler(cfg, seed_offset=7919 * done)
     if cfg.search.enqueue:
         space = _space.resolve_space(cfg.search.space)
         for params in cfg.search.enqueue:
@@ -300,16 +311,20 @@ class Objective:
         end, and this process may be the only one that has its weights.
         """
         t = self.cfg.tracking
-        if result.module is None or result.datamodule is None or result.best_epoch is None:
-            return  # trained in another process, or no epoch finished
+        in_process = result.module is not None and result.datamodule is not None
+        if result.best_epoch is None or not (in_process or result.checkpoint):
+            return  # no epoch finished, or a child process kept no weights
         wanted = t.log_checkpoints and state != "FAIL"
         if not wanted and t.register_best and state == "COMPLETE" and result.value is not None:
             wanted = _improves(trial.study, float(result.value))
         if not wanted:
             return
         try:
-            ckpt = _registry.checkpoint_from_fit(
-                result, {"study": self.cfg.name, "trial_number": trial.number})
+            meta = {"study": self.cfg.name, "trial_number": trial.number}
+            if in_process:
+                ckpt = checkpoint_from_fit(result, meta)
+            else:
+                ckpt = {**result.checkpoint, "meta": {**result.checkpoint["meta"], **meta}}
             trial.set_user_attr("checkpoint", _registry.log_checkpoint(self.tracker, run_id, ckpt))
         except Exception as e:  # noqa: BLE001 - a lost checkpoint must not fail the trial
             _log.warning("trial %d: checkpoint not logged: %s: %s", trial.number,
@@ -498,17 +513,32 @@ def run_study(
         raise
     finally:
         bar.close()
-        summary = summarize(study, cfg, tracker, parent, cfg.storage_url(storage))
-        finals = {"n_trials": summary.counts["total"], "n_complete": summary.counts["complete"],
-                  "n_pruned": summary.counts["pruned"], "n_failed": summary.counts["failed"]}
-        if summary.best_value is not None:
-            finals.update(best_value=summary.best_value, best_trial_number=summary.best_trial)
-        tracker.finish_study(parent, finals, status=status)
+        summary = close_study(study, cfg, tracker, parent, cfg.storage_url(storage), status)
+    return finish_summary(summary, study, cfg, tracker, start, report)
+
+
+def close_study(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, parent: str,
+                storage_url: str, status: str, **extra: float) -> StudySummary:
+    """Study-level results on the parent run (counts, best value), which ends with ``status``."""
+    summary = summarize(study, cfg, tracker, parent, storage_url)
+    c = summary.counts
+    finals = {"n_trials": c["total"], "n_complete": c["complete"], "n_pruned": c["pruned"],
+              "n_failed": c["failed"], **extra}
+    if summary.best_value is not None:
+        finals.update(best_value=summary.best_value, best_trial_number=summary.best_trial)
+    tracker.finish_study(parent, finals, status=status)
+    return summary
+
+
+def finish_summary(summary: StudySummary, study: optuna.Study, cfg: StudyConfig,
+                   tracker: Tracker, start: float, report: bool | None) -> StudySummary:
+    """After a study ran to its end: register the best model, write the dashboard."""
     if cfg.tracking.register_best:
-        summary.registered_model = register_best_model(study, cfg, tracker, parent)
+        summary.registered_model = register_best_model(study, cfg, tracker,
+                                                       summary.parent_run_id)
     summary.duration_s = time.perf_counter() - start
     if cfg.report.enabled if report is None else report:
-        summary.report_path = write_dashboard(cfg, cfg.storage_url(storage), tracker.uri)
+        summary.report_path = write_dashboard(cfg, summary.storage, tracker.uri)
     return summary
 
 

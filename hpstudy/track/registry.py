@@ -55,43 +55,6 @@ def best_model_name(study_name: str) -> str:
 
 
 # ----------------------------------------------------------------- checkpoints
-def checkpoint_from_fit(result: Any, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The checkpoint of a finished fit: weights, rebuild arguments, two inputs.
-
-    Args:
-        result: a :class:`hpstudy.train.FitResult` whose ``module`` holds the
-            best epoch's weights and whose ``datamodule`` is prepared.
-        meta: extra facts kept with the weights (study, trial number, value...).
-
-    Returns:
-        Plain data that ``torch.load(..., weights_only=True)`` reads back:
-        ``state_dict`` (CPU tensors), ``model`` (``create_model`` arguments),
-        ``example`` (two normalized validation images) and ``meta``.
-    """
-    module, dm = result.module, result.datamodule
-    hp = module.hparams
-    model = {"name": hp["model"]["arch"], "num_classes": int(hp["num_classes"]),
-             "in_chans": int(hp["in_chans"]), "input_size": int(hp["input_size"]),
-             **module.model_cfg.kwargs()}
-    x, _ = next(iter(dm.val_dataloader()))
-    example = x[:2].detach().cpu().float().clone()
-    if example.shape[0] < 2:  # a batch of 2 keeps the exported batch dimension dynamic
-        example = example.repeat(2, 1, 1, 1)[:2]
-    info = {
-        "best_epoch": result.best_epoch,
-        "monitor": result.monitor,
-        "value": result.value,
-        "num_params": result.num_params,
-        "mean": [float(v) for v in dm.mean],
-        "std": [float(v) for v in dm.std],
-        "input_size": int(dm.input_size),
-        "class_names": [str(c) for c in (dm.class_names or [])],
-        **(meta or {}),
-    }
-    return {"state_dict": {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
-            "model": model, "example": example, "meta": info}
-
-
 def log_checkpoint(tracker: Tracker, run_id: str, checkpoint: dict[str, Any]) -> str:
     """Save ``checkpoint`` as the run's ``checkpoint/model.pt``; returns its ``runs:/`` URI."""
     with tempfile.TemporaryDirectory(prefix="hpstudy-ckpt-") as tmp:

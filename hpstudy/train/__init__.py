@@ -6,6 +6,7 @@ Public surface: :func:`fit`, :class:`FitResult`, :class:`ClassifierModule`,
 
 from __future__ import annotations
 
+from .checkpoint import checkpoint_from_fit, read_checkpoint, save_checkpoint
 from .fit import (
     HISTORY_KEYS,
     EpochHook,
@@ -28,5 +29,8 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "build_trainer",
+    "checkpoint_from_fit",
     "fit",
+    "read_checkpoint",
+    "save_checkpoint",
 ]

@@ -125,6 +125,7 @@ def result_message(result: Any) -> dict[str, Any]:
             "mode": result.mode, "best_epoch": result.best_epoch, "best": result.best,
             "reason": result.reason, "test": result.test, "num_params": result.num_params,
             "data_info": result.data_info, "duration_s": result.duration_s,
+            "checkpoint_path": result.checkpoint_path,
         },
     }
 
@@ -155,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
                 pass  # the parent is gone or never listened: the exit code speaks
         return 1
     if is_global_zero():
+        if result.module is not None and result.best_epoch is not None and (
+                cfg.tracking.register_best or cfg.tracking.log_checkpoints):
+            from .checkpoint import save_checkpoint
+
+            # the weights live only here: the parent logs them if the trial is wanted
+            result.checkpoint_path = str(save_checkpoint(
+                result, os.path.join(os.path.dirname(os.path.abspath(args.config)),
+                                     "checkpoint.pt")))
         link.finish(result_message(result))
         # the result is delivered: skip interpreter teardown (about 2 s of torch and
         # Lightning clean-up per trial); the parent ends the other ranks

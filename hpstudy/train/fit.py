@@ -60,6 +60,10 @@ class FitResult:
     duration_s: float = 0.0
     module: ClassifierModule | None = None
     datamodule: ImageDataModule | None = None
+    # a fit in a child process leaves its best weights in a file (train.checkpoint);
+    # the parent reads it into ``checkpoint`` before the file's folder is removed
+    checkpoint_path: str | None = None
+    checkpoint: dict[str, Any] | None = None
 
     @property
     def value(self) -> float | None:
