@@ -207,7 +207,9 @@ def _overview_html(data: StudyData, table: pd.DataFrame) -> str:
             ("trials", f"{len(data.trials)} ({state_txt})")]
     done = data.trials[(data.trials["state"] == "COMPLETE") & data.trials["value"].notna()]
     if len(done):
-        best = done.sort_values("value", ascending=data.direction == "minimize").iloc[0]
+        # stable sort with ties to the lowest number, as Optuna's best_trial
+        best = done.sort_values(["value", "number"],
+                                ascending=[data.direction == "minimize", True]).iloc[0]
         n = int(best["number"])
         verdict = table.loc[table["number"] == n, "verdict"]
         rows.append(("best trial", f'<a href="#trial-{n}">{n}</a>: value {_fmt(best["value"])} '
