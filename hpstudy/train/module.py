@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn as nn
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..config import ModelConfig, TrainConfig
@@ -20,6 +20,30 @@ from ..models import count_params, create_model, init_weights
 from .optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
+
+
+class MeanLoss(Metric):
+    """Sample-weighted mean loss, accumulated on device, summed across DDP ranks.
+
+    torchmetrics' MeanMetric checks every update for NaN with a host sync
+    (``if nans.any()``) and drops NaN batches; here a NaN propagates to the
+    epoch value, which is how a diverged trial is detected, and nothing syncs
+    until ``compute()`` once per epoch.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, loss: torch.Tensor, n: int) -> None:
+        self.total += loss.detach().double() * n
+        self.count += n
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()
 
 
 class ClassifierModule(pl.LightningModule):
@@ -52,9 +76,11 @@ class ClassifierModule(pl.LightningModule):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.train_cfg.label_smoothing)
         # ModuleDict keys cannot shadow nn.Module attributes ("train"): prefix them
         self.acc = nn.ModuleDict(
-            {f"{s}_": MulticlassAccuracy(num_classes=num_classes, average="micro") for s in STAGES}
+            # validate_args=False: the input checks sync with the host on every step
+            {f"{s}_": MulticlassAccuracy(num_classes=num_classes, average="micro",
+                                         validate_args=False) for s in STAGES}
         )
-        self.loss = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        self.loss = nn.ModuleDict({f"{s}_": MeanLoss() for s in STAGES})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -64,7 +90,7 @@ class ClassifierModule(pl.LightningModule):
         logits = self.net(x)
         loss = self.criterion(logits, y)
         # accumulate on device; no .item() here (no per-step host sync)
-        self.loss[f"{stage}_"].update(loss.detach(), weight=y.shape[0])
+        self.loss[f"{stage}_"].update(loss, y.shape[0])
         self.acc[f"{stage}_"].update(logits.detach(), y)
         return loss
 
