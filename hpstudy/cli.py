@@ -390,9 +390,6 @@ def ui(
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    import logging
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # migrations chatter on a new store
     try:
         app(args=argv, prog_name="hpstudy", standalone_mode=True)
     except SystemExit as e:  # click exits 2 on usage errors already

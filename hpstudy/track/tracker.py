@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -33,6 +34,10 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+
+# a new SQLite store announces its migrations at INFO; mlflow configures its
+# loggers on import, so quiet that one child logger after the import
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
 STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
