@@ -35,15 +35,16 @@ class MeanLoss(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        # float32 state: float64 does not exist on every device (Apple MPS)
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
 
     def update(self, loss: torch.Tensor, n: int) -> None:
-        self.total += loss.detach().double() * n
+        self.total += loss.detach().float() * n
         self.count += n
 
     def compute(self) -> torch.Tensor:
-        return (self.total / self.count).float()
+        return self.total / self.count
 
 
 class ClassifierModule(pl.LightningModule):
