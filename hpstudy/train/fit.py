@@ -36,6 +36,8 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
+# epoch metrics are torchmetrics values already reduced across ranks by compute()
+warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
 @dataclass
@@ -106,7 +108,7 @@ class _EpochRecorder(Callback):
         path, self.handoff = self.handoff, None
         try:
             if os.path.getsize(path) > 0:
-                state = torch.load(path, weights_only=False)
+                state = torch.load(path, weights_only=True)
                 self.history, self.best_value = state["history"], state["best_value"]
                 self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
                 self.stop_reason = state["stop_reason"]
