@@ -59,3 +59,20 @@ def write_study(tmp_path: Path):
         return path
 
     return _write
+
+
+def run_cli(*args: str, monkeypatch, cwd: Path, capsys) -> tuple[int, str, str]:
+    """The real CLI entry point in-process (exit code, stdout, stderr): no interpreter start-up."""
+    from hpstudy.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("HPSTUDY_STORAGE", raising=False)
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

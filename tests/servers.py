@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from hpstudy._proc import stop_process_group
 
 PG_ADMIN_URL = os.environ.get("HPSTUDY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -65,25 +66,6 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
             last = e
         time.sleep(0.25)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s (last error: {last})")
-
-
-def stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM the group led by ``proc`` (started with ``start_new_session``), then SIGKILL."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # workers that outlived the leader
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.wait(timeout)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_cli as _cli
 from mlflow import MlflowClient
 from scipy.stats import t as student_t
 
@@ -334,22 +335,6 @@ def test_shipped_ablations_validate_every_cell(path: Path):
     assert len(plan.cells) >= 2 and len(plan.seeds) >= 2
     # each cell trains a different concrete config
     assert len({plan.config_hash(c.id, plan.seeds[0]) for c in plan.cells}) == len(plan.cells)
-
-
-def _cli(*args: str, cwd: Path, monkeypatch, capsys) -> tuple[int, str, str]:
-    """The real entry point in-process: exit code, stdout, stderr."""
-    from hpstudy.cli import main
-
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_bad_file_exits_2_before_writing(tmp_path: Path, monkeypatch, capsys):

@@ -27,7 +27,7 @@ from plotly.subplots import make_subplots
 
 from ..analyze.ablation import AblationData, AblationStats, Design, diagnose_cells
 from .figures import NO_VERDICT_COLOR, VERDICT_COLORS
-from .html import Section, render_html
+from .html import Section, render_html, write_page
 
 ARTIFACT_DIR = "dashboard"  # where the report lands among the summary run's artifacts
 _PALETTE = tuple(qualitative.Plotly)
@@ -515,10 +515,5 @@ def write_ablation_report(data: AblationData, stats: AblationStats, design: Desi
         overview: extra key -> text rows for the overview table.
     """
     sections = build_ablation_sections(data, stats, design, seeds, overview)
-    page = render_html(f"hpstudy ablation: {data.name}", sections)
-    path = Path(out_dir) / data.name / "index.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)  # a browser open on the old report never sees half a file
-    return path
+    return write_page(render_html(f"hpstudy ablation: {data.name}", sections), out_dir,
+                      data.name)

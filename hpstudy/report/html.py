@@ -304,7 +304,12 @@ def write_report(data: StudyData, out_dir: str | Path = "dashboards", *,
     table = diagnose_trials(data) if table is None else table
     summary = summarize(table, data) if summary is None else summary
     page = render_html(f"hpstudy report: {data.name}", build_sections(data, table, summary, top_k))
-    path = Path(out_dir) / data.name / "index.html"
+    return write_page(page, out_dir, data.name)
+
+
+def write_page(page: str, out_dir: str | Path, name: str) -> Path:
+    """Write ``<out_dir>/<name>/index.html`` atomically and return its path."""
+    path = Path(out_dir) / name / "index.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")

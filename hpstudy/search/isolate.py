@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .._proc import stop_process_group
 from ..config import StudyConfig
 from ..train import FitResult, read_checkpoint
 from ..train.ddp_worker import DIST_ENV, LINK_TOKEN_ENV, receive, send
@@ -124,29 +125,6 @@ def last_error_line(log_text: str) -> str | None:
     return found[-1].strip()[:500] if found else None
 
 
-def _stop_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """End the child and every rank it started (they share its process group).
-
-    Called once rank 0 has exited or must go: ranks > 0 have nothing left to
-    do then, and an orphaned rank would wait on a collective forever.
-    """
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.wait()
-
-
 def _accept(server: socket.socket, proc: subprocess.Popen, token: str
             ) -> tuple[socket.socket, Any] | None:
     """Wait for rank 0's hello (None if the child exits first)."""
@@ -218,7 +196,7 @@ def run_trial_process(
             return result
         finally:
             server.close()
-            _stop_group(proc)
+            stop_process_group(proc, grace_s=5.0)
             kept_elsewhere = False
             if failed and on_failure_log is not None:
                 try:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from .._proc import stop_process_group
 from .tracker import local_artifact_root, prepare_local_uri
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
@@ -137,21 +138,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 def stop_server(proc: subprocess.Popen, timeout: float = 15.0) -> int:
     """SIGTERM the server's process group (uvicorn shuts down gracefully), then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.wait(timeout)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # workers that outlived the leader
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    return proc.wait()
+    return stop_process_group(proc, grace_s=timeout)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
