@@ -55,7 +55,7 @@ ROWS: dict[str, dict[str, Any]] = {
 _PROBE = r"""
 import json, sys, time
 t0 = time.perf_counter()
-import hpstudy.train.ddp_worker, hpstudy.train.fit, hpstudy.config  # the trial child's imports
+import hpstudy.train.child, hpstudy.train.fit, hpstudy.config  # the trial child's imports
 t1 = time.perf_counter()
 import optuna, mlflow
 t2 = time.perf_counter()

@@ -7,6 +7,8 @@ file and field, before anything is written), 1 any other failure.
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -41,25 +43,59 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` mapping user errors to exit 2 and everything else to exit 1."""
+def _guard(fn: Callable[[], Any], trap: bool = True) -> Any:
+    """Run ``fn`` mapping user errors to exit 2, signals to 128 + signum, the rest to exit 1.
+
+    With ``trap``, SIGINT, SIGTERM and SIGHUP become :class:`~hpstudy._proc.Interrupted`
+    while ``fn`` runs: whatever it was running records itself as interrupted, and
+    one line says what finished and how to resume.
+    """
+    from ._proc import Interrupted, trap_signals
     from .config import ConfigError
     from .data import DatasetError
     from .models import UnknownModelError
 
     try:
-        return fn()
+        if not trap:
+            return fn()
+        with trap_signals():
+            return fn()
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        typer.echo("interrupted; the study can be resumed by running the same command", err=True)
-        raise typer.Exit(130) from None
+    except (Interrupted, KeyboardInterrupt) as e:
+        stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+        typer.echo(_interrupted_line(stop), err=True)
+        raise typer.Exit(stop.exit_code) from None
     except (ConfigError, DatasetError, UnknownModelError) as e:
         _fail(str(e), 2)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
         if os.environ.get("HPSTUDY_DEBUG"):
             traceback.print_exc()
         _fail(f"{type(e).__name__}: {e}", 1)
+
+
+def _interrupted_line(stop: Any) -> str:
+    """One line: the signal, what finished, and the exact command that resumes."""
+    done = getattr(stop, "progress", None)
+    what = f"; {done}" if done else ""
+    args = _strip_option(list(_ARGV), "--n-trials")
+    remaining = getattr(stop, "remaining", None)
+    if remaining:
+        args += ["--n-trials", str(remaining)]
+    return f"interrupted by {stop.name}{what}; resume with: hpstudy {shlex.join(args)}"
+
+
+def _strip_option(args: list[str], name: str) -> list[str]:
+    """``args`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
 
 
 def load_checked(study: str, overrides: list[str] | None):
@@ -75,28 +111,30 @@ def load_checked(study: str, overrides: list[str] | None):
 
 def resolve_study(study: str, overrides: list[str] | None, storage: str | None):
     """A study file, or the name of a study whose config is kept in the storage."""
-    from .config import ConfigError, apply_overrides, from_dict, parse_set
-    from .search.study import CONFIG_ATTR
+    from .config import ConfigError, apply_overrides, from_dict, load_yaml_text, parse_set
+    from .names import ATTR_CONFIG
 
     if Path(study).exists() or study.endswith((".yaml", ".yml")):
         return load_checked(study, overrides)
     import optuna
-    import yaml
 
+    from ._stores import check_storage
     from .config import DEFAULT_STORAGE
     from .search import get_storage
 
     url = storage or os.environ.get("HPSTUDY_STORAGE") or DEFAULT_STORAGE
+    check_storage(url, "--storage" if storage else "$HPSTUDY_STORAGE"
+                  if os.environ.get("HPSTUDY_STORAGE") else f"storage (default {DEFAULT_STORAGE})")
     try:
         loaded = optuna.load_study(study_name=study, storage=get_storage(url))
     except KeyError:
         raise ConfigError(study, None, f"no such study file, and no study of that name in {url}") \
             from None
-    text = loaded.user_attrs.get(CONFIG_ATTR)
+    text = loaded.user_attrs.get(ATTR_CONFIG)
     if not text:
         raise ConfigError(study, None, f"study found in {url} but it has no stored config; "
                                        "pass the study file instead")
-    cfg = from_dict(yaml.safe_load(text), f"{study} (config stored in {url})")
+    cfg = from_dict(load_yaml_text(text), f"{study} (config stored in {url})")
     if overrides:
         cfg = apply_overrides(cfg.to_dict(), parse_set(overrides), source="--set")
     return cfg
@@ -142,18 +180,12 @@ def run(
 
     def go():
         cfg = load_checked(study, set_)
-        from .search import run_study
+        from .api import preflight, run_config
 
-        kwargs: dict[str, Any] = dict(n_trials=n_trials, timeout=timeout, storage=storage,
-                                      tracking_uri=tracking_uri, progress=not quiet,
-                                      report=False if no_report else None)
-        n_workers = workers or cfg.search.workers
-        if n_workers > 1:
-            from .search import run_parallel
-
-            summary = run_parallel(cfg, workers=n_workers, **kwargs)
-        else:
-            summary = run_study(cfg, **kwargs)
+        preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=study)
+        summary = run_config(cfg, n_trials=n_trials, timeout=timeout, workers=workers,
+                             storage=storage, tracking_uri=tracking_uri, progress=not quiet,
+                             report=False if no_report else None)
         _print_summary(summary)
 
     _guard(go)
@@ -173,13 +205,14 @@ def worker(
 
     def go():
         cfg = resolve_study(study, set_, storage)
+        from .api import preflight
         from .search import run_study
         from .search.parallel import with_worker_seed
 
+        preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=study)
         # a seed of its own: workers sharing the study's seed would propose the same trials
         summary = run_study(with_worker_seed(cfg), n_trials=n_trials, timeout=timeout,
-                            storage=storage, tracking_uri=tracking_uri, progress=not quiet,
-                            report=False)
+                            storage=storage, tracking_uri=tracking_uri, progress=not quiet)
         _print_summary(summary)
 
     _guard(go)
@@ -195,9 +228,12 @@ def train(
 
     def go():
         cfg = load_checked(study, set_)
-        from .search import run_single
+        from .api import preflight
+        from .api import train as train_once
 
-        result, run_id, tracker = run_single(cfg, tracking_uri)
+        preflight(cfg, tracking_uri=tracking_uri, source=study, optuna_store=False)
+        outcome = train_once(cfg, tracking_uri)
+        result = outcome.result
         for r in result.history:
             typer.echo(f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  "
                        f"train_acc {r['train_acc']:.4f}  val_loss {r['val_loss']:.4f}  "
@@ -207,7 +243,7 @@ def train(
             typer.echo(f"best epoch   {result.best_epoch}: val_acc {result.best['val_acc']:.4f}")
         if result.test:
             typer.echo("test         " + ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()))
-        typer.echo(f"run          {run_id} in {tracker.uri}")
+        typer.echo(f"run          {outcome.run_id} in {outcome.tracking_uri}")
         if result.status == "diverged":
             raise typer.Exit(1)
 
@@ -229,11 +265,15 @@ def ablate(
     means with 95% CIs, effects and interactions, and write the report."""
 
     def go():
+        from ._stores import check_tracking
         from .analyze.ablation import format_ablation
-        from .search.ablation import check_data, load_ablation, run_ablation
+        from .api import ablate as run_ablation
+        from .search.ablation import check_data, load_ablation
 
         plan = load_ablation(ablation, set_)
         check_data(plan)  # a missing data set is exit 2 before any run is written
+        check_tracking(plan.tracking_uri(tracking_uri),
+                       "--tracking-uri" if tracking_uri else f"{ablation}: tracking URI")
         s = run_ablation(plan, tracking_uri=tracking_uri,
                          report=False if no_report else None, echo=typer.echo)
         typer.echo("")
@@ -367,6 +407,38 @@ def report(
 
 
 @app.command()
+def doctor(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Repair what can be repaired.")] = False,
+) -> None:
+    """Check that the Optuna study and its MLflow runs agree (one run per trial, states,
+    no RUNNING leftovers, no orphans, the study run's counts); --fix repairs them."""
+
+    def go():
+        cfg, url, uri = _study_to_read(study, storage, tracking_uri)
+        from .search.doctor import doctor as examine
+
+        try:
+            findings = examine(cfg.name, url, uri, cfg.tracking.experiment, fix=fix)
+        except KeyError:
+            _fail(f"{study}: no study '{cfg.name}' in {url} (run it first)", 2)
+        for f in findings:
+            typer.echo(f.line())
+        left = [f for f in findings if f.fixable and not f.fixed]
+        if not findings:
+            typer.echo(f"doctor       {cfg.name}: the study and its runs agree")
+        else:
+            typer.echo(f"doctor       {cfg.name}: {len(findings)} finding(s), "
+                       f"{sum(f.fixed for f in findings)} fixed, {len(left)} left")
+        if left:
+            raise typer.Exit(1)
+
+    _guard(go)
+
+
+@app.command()
 def ui(
     study: Annotated[str | None, typer.Argument(help="Study file or name (for its experiment URL).")] = None,
     tracking_uri: TrackingOpt = None,
@@ -385,16 +457,48 @@ def ui(
         if code:
             raise typer.Exit(code)
 
-    _guard(go)
+    _guard(go, trap=False)  # serve_ui stops its server on SIGINT, SIGTERM and SIGHUP itself
+
+
+_ARGV: list[str] = []  # the command line, for the resume hint of an interrupted command
+
+
+def _click_error_types() -> tuple[type[Exception], type[Exception]]:
+    """(ClickException, UsageError) of the click that typer runs on.
+
+    Typer 0.2x vendors click as ``typer._click``; its public ``BadParameter``
+    derives from that click's ``UsageError`` and ``ClickException``, whatever
+    the module is called.
+    """
+    mro = typer.BadParameter.__mro__
+    click_exc = next(c for c in mro if c.__name__ == "ClickException")
+    usage = next(c for c in mro if c.__name__ == "UsageError")
+    return click_exc, usage
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    click_exc, usage_error = _click_error_types()
+    _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="hpstudy", standalone_mode=True)
-    except SystemExit as e:  # click exits 2 on usage errors already
+        code = app(args=argv, prog_name="hpstudy", standalone_mode=False)
+    except usage_error as e:
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `hpstudy` alone
+            typer.echo(ctx.get_help())
+            code = 0
+        else:  # a bad flag or argument: one line, like every bad input
+            verb = f"hpstudy {ctx.info_name}" if ctx is not None and ctx.parent else "hpstudy"
+            typer.echo(f"error: {verb}: {e.format_message()} (see {verb} --help)", err=True)
+            code = 2
+    except click_exc as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        code = getattr(e, "exit_code", 1)
+    except typer.Abort:
+        code = 130
+    except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

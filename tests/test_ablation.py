@@ -31,7 +31,8 @@ from hpstudy.report.ablation import (
     _effects_info,
     _interaction_info,
 )
-from hpstudy.search.ablation import load_ablation, plan_ablation, run_ablation
+from hpstudy.api import ablate as run_ablation  # runs, statistics, then the report
+from hpstudy.search.ablation import load_ablation, plan_ablation
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "studies" / "ablations" / "quick_digits.yaml"
@@ -442,3 +443,29 @@ def test_diverged_runs_are_recorded_excluded_and_rerun(store: str, tmp_path: Pat
     again = run_ablation(plan_ablation(raw, "diverging.yaml"), tracking_uri=store, report=False)
     assert (again.resumed, again.ran, again.failed) == (2, 6, 4)
     assert list(again.stats.cells["n"]) == [2, 2, 0, 0]
+
+
+@pytest.mark.dist
+def test_ddp_cells_train_in_child_processes_exactly_once_each(tmp_path: Path):
+    # train.devices: 2 with strategy ddp inside `hpstudy ablate` would relaunch the whole
+    # command per rank; the cells go through the child-process path instead (2 cells x 2 seeds)
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    base = _tiny_base()
+    base["data"].update({"subset": 180, "batch_size": 32})
+    base["train"].update({"devices": 2, "accelerator": "cpu", "strategy": "ddp",
+                          "max_epochs": 1, "limit_train_batches": 2})
+    raw = {"name": "ddp-cells", "base": base, "factors": {"dropout": {"off": 0.0, "on": 0.3}},
+           "seeds": [0, 1], "report": {"enabled": False}}
+    s = run_ablation(plan_ablation(raw, "ddp-cells.yaml"), tracking_uri=store)
+    assert (s.planned, s.ran, s.failed) == (4, 4, 0)
+    runs = MlflowClient(tracking_uri=store).search_runs(
+        [s.experiment_id], "tags.`hpstudy.kind` = 'ablation'")
+    assert len(runs) == 4
+    assert sorted((r.data.tags["hpstudy.cell"], r.data.tags["hpstudy.seed"]) for r in runs) == [
+        ("dropout=off", "0"), ("dropout=off", "1"), ("dropout=on", "0"), ("dropout=on", "1")]
+    for r in runs:
+        assert r.info.status == "FINISHED" and r.data.tags["hpstudy.state"] == "COMPLETE"
+        # the validation accuracy is reduced over both ranks: k / n_val, not k / (n_val / 2)
+        n_val = int(r.data.params["data.n_val"])
+        correct = r.data.metrics["val_acc"] * n_val
+        assert n_val % 2 == 1 and abs(correct - round(correct)) < 1e-4

@@ -310,7 +310,7 @@ def regimes_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if _REGIMES:
         return _REGIMES
     from hpstudy.config import from_dict
-    from hpstudy.search import run_study
+    from hpstudy.api import run_config as run_study  # study + registration + report
 
     root = tmp_path_factory.mktemp("regimes")
     space = {

@@ -46,7 +46,7 @@ def test_workers_on_two_processes_share_one_postgres_study(pg, tracking_server, 
     name = "pg-shared"
     cfg = from_dict(tiny_study(name, search={"n_trials": 4}))
     # the coordinator: creates the study, stores its config and the parent run's id
-    _, _, parent = connect(cfg, pg, tracking_server)
+    parent = connect(cfg, pg, tracking_server).parent_run_id
     # two workers join by name, as on two machines (config read from the storage);
     # the bare postgresql:// form is what a user types
     bare = "postgresql://" + pg.split("://", 1)[1]

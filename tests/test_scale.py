@@ -26,14 +26,10 @@ from optuna.trial import TrialState
 
 from hpstudy.config import from_dict
 from hpstudy.search import connect, get_storage, needs_process, open_study, run_study
-from hpstudy.search.isolate import (
-    GRACE_ENV,
-    HEARTBEAT_ENV,
-    death_reason,
-    device_count,
-    last_error_line,
-)
 from hpstudy.search.parallel import device_shares
+from hpstudy.search.storage import GRACE_ENV, HEARTBEAT_ENV
+from hpstudy.train.child import death_reason, last_error_line
+from hpstudy.train.execute import device_count
 
 REPO = Path(__file__).resolve().parents[1]
 # 180 training images: validation keeps 45, split 23/22 across two ranks, so a
@@ -180,7 +176,7 @@ def test_ddp_spawn_trial_pruned_by_the_parent_stops_every_rank(tmp_path):
     client, _, children = _runs(tracking, "ddp-prune")
     (run,) = children
     assert run.data.tags["hpstudy.state"] == "PRUNED"
-    assert run.data.tags["hpstudy.status"] == "pruned"
+    assert trial.user_attrs["status"] == "pruned"  # how the fit ended (one state tag in MLflow)
     # every rank stopped after epoch 1 (a rank that went on would hang the collective)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1]
 
@@ -203,7 +199,7 @@ def test_isolated_trial_killed_by_a_signal_fails_with_reason_and_the_study_goes_
     runner.start()
     try:
         child = wait_for(lambda: next((p for p in _descendants(os.getpid())
-                                       if "hpstudy.train.ddp_worker" in _cmdline(p)), None),
+                                       if "hpstudy.train.child" in _cmdline(p)), None),
                          240, "the first trial's process")
         os.kill(child, signal.SIGKILL)  # what the kernel's OOM killer does
     finally:

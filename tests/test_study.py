@@ -10,6 +10,7 @@ from conftest import tiny_study
 from mlflow import MlflowClient
 
 from hpstudy.config import from_dict
+from hpstudy.api import run_config
 from hpstudy.search import PARENT_RUN_ATTR, run_study
 from hpstudy.train import fit
 
@@ -208,7 +209,7 @@ def test_isolated_trial_hands_its_checkpoint_to_the_registry(stores):
     # the weights of a trial trained in a child process reach the model registry
     cfg = from_dict(tiny_study("isoreg", train={"max_epochs": 1, "isolate": True},
                                search={"n_trials": 1}, tracking={"register_best": True}))
-    summary = run_study(cfg, progress=False, **stores)
+    summary = run_config(cfg, progress=False, **stores)  # the CLI's run: study + registration
     assert summary.counts["complete"] == 1
     assert summary.registered_model == "models:/isoreg-best/1"
     study = optuna.load_study(study_name="isoreg", storage=stores["storage"])

@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from servers import postgres_skip_reason, postgres_url, start_mlflow_server
 
 from hpstudy.config import from_dict
-from hpstudy.search import run_study
+from hpstudy.api import run_config as run_study  # study + registration + report
 from hpstudy.track import EPOCH_METRICS, Tracker
 from hpstudy.track import registry as reg
 from hpstudy.train.fit import build_datamodule

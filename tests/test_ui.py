@@ -30,7 +30,7 @@ from servers import free_port
 
 from hpstudy.cli import main
 from hpstudy.config import from_dict
-from hpstudy.search import run_study
+from hpstudy.api import run_config as run_study  # study + registration + report
 from hpstudy.track.ui import UIError, runs_url, serve_ui, ui_command
 
 REPO = Path(__file__).resolve().parents[1]

@@ -60,6 +60,7 @@ from scipy import stats as _st
 
 from .collect import HISTORY_COLUMNS, read_history
 from .diagnose import diagnose
+from .fmt import interval, number, p_value
 
 DESIGNS = ("one_at_a_time", "full_factorial")
 METRICS = ("best_val_acc", "best_val_loss", "test_acc", "test_loss")
@@ -601,21 +602,11 @@ def collect_ablation(tracking_uri: str, experiment_id: str, ablation: str, metri
 
 # ------------------------------------------------------------------ text
 def _num(x: Any, signed: bool = False) -> str:
-    if not isinstance(x, int | float) or not math.isfinite(x):
-        return "-"
-    return f"{x:+.4f}" if signed else f"{x:.4f}"
+    return number(x, fixed=True, signed=signed)
 
 
 def _ci(lo: Any, hi: Any, signed: bool = False) -> str:
-    if not (isinstance(lo, int | float) and math.isfinite(lo)):
-        return "-"
-    return f"[{_num(lo, signed)}, {_num(hi, signed)}]"
-
-
-def _p(p: Any) -> str:
-    if not isinstance(p, int | float) or not math.isfinite(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return interval(lo, hi, fixed=True, signed=signed)
 
 
 def format_ablation(s: AblationStats) -> str:
@@ -638,7 +629,7 @@ def format_ablation(s: AblationStats) -> str:
         lines += ["", f"{title:{width}s}{'estimate':>9s}  {pct}% CI{'':14s}  p (Welch)"]
         for r in frame.to_dict("records"):
             lines.append(f"{r['label']:{width}s}{_num(r[col], True):>9s}  "
-                         f"{_ci(r['ci_low'], r['ci_high'], True):22s}  {_p(r['p_value'])}")
+                         f"{_ci(r['ci_low'], r['ci_high'], True):22s}  {p_value(r['p_value'])}")
     if s.notes:
         lines += ["", "notes"] + [f"  - {n}" for n in s.notes]
     return "\n".join(lines)

@@ -24,7 +24,8 @@ from .figures import (
     plot_learning_curves,
     plot_verdict_counts,
 )
-from .html import ARTIFACT_DIR, Section, build_sections, render_html, report_study, write_report
+from .html import build_sections, report_study, write_report
+from .page import ARTIFACT_DIR, Section, badge, figure_section, kv_table, render_html, write_page
 
 __all__ = [
     "plot_cell_bars",
@@ -43,4 +44,8 @@ __all__ = [
     "render_html",
     "report_study",
     "write_report",
+    "badge",
+    "figure_section",
+    "kv_table",
+    "write_page",
 ]

@@ -13,10 +13,9 @@ Inputs are the frames of :class:`hpstudy.analyze.ablation.AblationStats`
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,17 +25,21 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..analyze.ablation import AblationData, AblationStats, Design, diagnose_cells
-from .figures import NO_VERDICT_COLOR, VERDICT_COLORS
-from .html import Section, render_html, write_page
+from ..analyze.fmt import finite as _finite
+from ..analyze.fmt import interval, number, p_value
+from .page import (
+    Section,
+    badge,
+    figure_section,
+    kv_table,
+    render_html,
+    write_page,
+)
+from .page import table as html_table
 
-ARTIFACT_DIR = "dashboard"  # where the report lands among the summary run's artifacts
 _PALETTE = tuple(qualitative.Plotly)
 _BASELINE_COLOR = "#7f7f7f"
 _HELPS, _HURTS, _UNSURE = "#2ca02c", "#d62728", "#7f7f7f"
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _need(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -370,43 +373,18 @@ def plot_cell_curves(histories: pd.DataFrame, cells: Sequence[tuple[str, str]]) 
 
 
 # ----------------------------------------------------------------- HTML blocks
-def _fmt(v: Any, signed: bool = False) -> str:
-    if not _finite(v):
-        return "-"
-    return f"{v:+.4f}" if signed else f"{v:.4f}"
-
-
-def _p(v: Any) -> str:
-    if not _finite(v):
-        return "-"
-    return "&lt;0.001" if v < 0.001 else f"{v:.3f}"
-
-
-def _badge(verdict: Any) -> str:
-    if not isinstance(verdict, str) or not verdict:
-        return f'<span class="badge" style="background:{NO_VERDICT_COLOR}">no verdict</span>'
-    color = VERDICT_COLORS.get(verdict, NO_VERDICT_COLOR)
-    return f'<span class="badge" style="background:{color}">{html.escape(verdict)}</span>'
-
-
-def _table(head: Sequence[str], rows: list[list[str]], cls: str = "diag") -> str:
-    out = [f'<table class="{cls}"><thead><tr>', *(f"<th>{html.escape(h)}</th>" for h in head),
-           "</tr></thead><tbody>"]
-    out += ["<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows]
-    return "".join(out) + "</tbody></table>"
-
-
 def cells_table_html(stats: AblationStats, design: Design) -> str:
     """Cells: levels, runs, mean, std, interval."""
     pct = int(round(100 * stats.confidence))
     head = ["cell", "roles", *design.order, "runs", "failed", "mean", "std", f"{pct}% CI"]
     rows = []
     for r in stats.cells.to_dict("records"):
-        ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if _finite(r["ci_low"]) else "-"
+        ci = interval(r["ci_low"], r["ci_high"], fixed=True)
         rows.append([html.escape(r["label"]), html.escape(r["roles"]),
                      *(html.escape(str(r[f])) for f in design.order), str(r["n"]),
-                     str(r["n_failed"]), _fmt(r["mean"]), _fmt(r["std"]), ci])
-    return _table(head, rows)
+                     str(r["n_failed"]), number(r["mean"], fixed=True),
+                     number(r["std"], fixed=True), ci])
+    return html_table(head, rows)
 
 
 def effects_table_html(frame: pd.DataFrame, column: str, confidence: float) -> str:
@@ -415,25 +393,24 @@ def effects_table_html(frame: pd.DataFrame, column: str, confidence: float) -> s
     head = ["comparison", "estimate", f"{pct}% CI", "t", "df", "p (Welch)", "note"]
     rows = []
     for r in frame.to_dict("records"):
-        ci = (f"[{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]"
-              if _finite(r["ci_low"]) else "-")
-        rows.append([html.escape(r["label"]), _fmt(r[column], True), ci,
+        ci = interval(r["ci_low"], r["ci_high"], fixed=True, signed=True)
+        rows.append([html.escape(r["label"]), number(r[column], fixed=True, signed=True), ci,
                      f"{r['t']:.2f}" if _finite(r["t"]) else "-",
-                     f"{r['df']:.1f}" if _finite(r["df"]) else "-", _p(r["p_value"]),
+                     f"{r['df']:.1f}" if _finite(r["df"]) else "-", html.escape(p_value(r["p_value"])),
                      html.escape(r["note"] or "")])
-    return _table(head, rows)
+    return html_table(head, rows)
 
 
 def diagnosis_html(table: pd.DataFrame) -> str:
     """Per cell: the verdict on the mean curves with reason and advice, and each seed's."""
     rows = []
     for r in table.to_dict("records"):
-        seeds = ", ".join(f"{_badge(v)} x{n}" for v, n in sorted(r["verdicts"].items())) or "-"
+        seeds = ", ".join(f"{badge(v)} x{n}" for v, n in sorted(r["verdicts"].items())) or "-"
         advice = "".join(f"<li>{html.escape(a)}</li>" for a in r["advice"])
         why = html.escape(r["reason"] or "no history recorded")
-        rows.append([html.escape(r["label"]), _badge(r["verdict"]), seeds,
+        rows.append([html.escape(r["label"]), badge(r["verdict"]), seeds,
                      f"{why}<ul>{advice}</ul>" if advice else why])
-    return _table(["cell", "mean curves", "per seed", "why and what to try"], rows)
+    return html_table(["cell", "mean curves", "per seed", "why and what to try"], rows)
 
 
 def _overview_html(data: AblationData, stats: AblationStats, design: Design, seeds: list[int],
@@ -449,21 +426,13 @@ def _overview_html(data: AblationData, stats: AblationStats, design: Design, see
           ("factors", factors), ("seeds", html.escape(", ".join(map(str, seeds)))),
           ("metric", f"{html.escape(stats.metric)} ({way} is better)"),
           ("runs", f"{len(runs)} recorded, {ok} in the statistics, {len(runs) - ok} excluded"),
-          *((k, html.escape(v)) for k, v in extra.items() if v),
-          ("generated", _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"))]
-    return '<table class="kv">' + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>"
-                                          for k, v in kv) + "</table>"
+          *((k, html.escape(v)) for k, v in extra.items() if v)]
+    return kv_table(kv)
 
 
-def _figure(key: str, title: str, build: Callable[[], go.Figure], body: str = "") -> Section:
-    """A figure section; one that cannot be drawn gets a note instead of sinking the page."""
-    try:
-        fig = build()
-    except Exception as e:  # noqa: BLE001 - one plot must not sink the report
-        return Section(key, title, body=body, note=f"not drawn: {e}")
-    if not fig.data:
-        return Section(key, title, body=body, note="nothing to draw (no successful run yet)")
-    return Section(key, title, figure=fig, body=body)
+def _ablation_figure(key: str, title: str, build: Any, body: str = "") -> Section:
+    return figure_section(key, title, build, height=None, body=body,
+                          empty="nothing to draw (no successful run yet)")
 
 
 def build_ablation_sections(data: AblationData, stats: AblationStats, design: Design,
@@ -476,15 +445,15 @@ def build_ablation_sections(data: AblationData, stats: AblationStats, design: De
     sections = [
         Section("overview", "Ablation",
                 body=_overview_html(data, stats, design, seeds, overview or {})),
-        _figure("cells", "Cells", lambda: plot_cell_bars(stats.cells, data.runs, stats.metric),
+        _ablation_figure("cells", "Cells", lambda: plot_cell_bars(stats.cells, data.runs, stats.metric),
                 body=cells_table_html(stats, design)),
-        _figure("effects", "Effects (forest plot)",
+        _ablation_figure("effects", "Effects (forest plot)",
                 lambda: plot_effects(stats.effects, stats.interactions, stats.metric,
                                      stats.higher_is_better),
                 body=effects_table_html(stats.effects, "effect", stats.confidence)),
     ]
     if design.kind == "full_factorial" and len(design.order) >= 2:
-        sections.append(_figure(
+        sections.append(_ablation_figure(
             "interactions", "Interactions",
             lambda: plot_interaction(stats.group_means, stats.metric),
             body=effects_table_html(stats.interactions, "interaction", stats.confidence)))
@@ -493,7 +462,7 @@ def build_ablation_sections(data: AblationData, stats: AblationStats, design: De
             "interactions need a full_factorial design with two or more factors; "
             "one_at_a_time compares each factor alone and removed from the full configuration")))
     sections += [
-        _figure("curves", "Learning curves per cell", lambda: plot_cell_curves(
+        _ablation_figure("curves", "Learning curves per cell", lambda: plot_cell_curves(
             data.histories, order)),
         Section("diagnosis", "Diagnosis of each cell", body=diagnosis_html(diag)),
         Section("notes", "Notes", body=f"<ul>{notes}</ul>" if notes else "<p>none</p>"),

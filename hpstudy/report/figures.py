@@ -14,7 +14,6 @@ long per-epoch records with a ``trial`` column) and the table of
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -22,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..analyze import VERDICTS
+from ..analyze.fmt import finite as _finite
 
 VERDICT_COLORS: dict[str, str] = {
     "good_fit": "#2ca02c",
@@ -34,10 +34,6 @@ VERDICT_COLORS: dict[str, str] = {
 NO_VERDICT_COLOR = "#bbbbbb"
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
             "#7f7f7f", "#bcbd22", "#17becf")
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _verdict(v: Any) -> str | None:

@@ -1,15 +1,21 @@
 """Search: spaces, samplers/pruners by name, and running/resuming/joining studies.
 
-Public surface: :func:`run_study`, :func:`run_single`, :func:`open_study`,
-:func:`connect`, :func:`build_sampler`, :func:`build_pruner`, :func:`get_storage`,
-:class:`Objective`, :class:`StudySummary`, and :mod:`hpstudy.search.space`; scaling out:
-:func:`run_parallel` (``--workers N``), :func:`run_trial_process` (a trial in its own
-process: DDP, ``train.isolate``) and :class:`TrialProcessError`; ablations:
-:func:`load_ablation`, :func:`plan_ablation`, :func:`run_ablation`, :func:`check_data`.
+Public surface: :func:`run_study`, :func:`connect` -> :class:`StudySession`,
+:func:`open_study`, :func:`build_sampler`, :func:`build_pruner`,
+:func:`get_storage`, :class:`Objective`, :class:`StudySummary`,
+:func:`study_summary`, and :mod:`hpstudy.search.space`; scaling out:
+:func:`run_parallel` (``--workers N``); ablations: :func:`load_ablation`,
+:func:`plan_ablation`, :func:`run_ablation`, :func:`check_data`.
+
+Nothing here imports :mod:`hpstudy.report`: the CLI and :mod:`hpstudy.api`
+compose running a study, registering its best model and drawing its report.
 """
 
 from __future__ import annotations
 
+from ..names import ATTR_CONFIG as CONFIG_ATTR
+from ..names import ATTR_PARENT_RUN as PARENT_RUN_ATTR
+from ..train import TrialProcessError, needs_process
 from . import space
 from .ablation import (
     AblationPlan,
@@ -19,49 +25,48 @@ from .ablation import (
     plan_ablation,
     run_ablation,
 )
-from .isolate import TrialProcessError, needs_process, run_trial_process
+from .objective import Objective, TrialFailed
 from .parallel import run_parallel
+from .storage import fail_trial, get_storage, mark_run_failed
 from .study import (
-    CONFIG_ATTR,
-    PARENT_RUN_ATTR,
-    Objective,
+    StudySession,
     StudySummary,
-    TrialFailed,
     build_pruner,
     build_sampler,
+    close_study,
     connect,
-    get_storage,
     open_study,
-    record_fit,
-    run_single,
     run_study,
-    summarize,
+    state_counts,
+    study_summary,
 )
 
 __all__ = [
     "AblationPlan",
     "AblationSummary",
-    "check_data",
-    "load_ablation",
-    "plan_ablation",
-    "run_ablation",
     "CONFIG_ATTR",
     "PARENT_RUN_ATTR",
     "Objective",
+    "StudySession",
     "StudySummary",
     "TrialFailed",
     "TrialProcessError",
     "build_pruner",
     "build_sampler",
+    "check_data",
+    "close_study",
     "connect",
+    "fail_trial",
     "get_storage",
-    "open_study",
-    "run_trial_process",
+    "load_ablation",
+    "mark_run_failed",
     "needs_process",
-    "record_fit",
+    "open_study",
+    "plan_ablation",
+    "run_ablation",
     "run_parallel",
-    "run_single",
     "run_study",
     "space",
-    "summarize",
+    "state_counts",
+    "study_summary",
 ]

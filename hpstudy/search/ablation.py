@@ -1,33 +1,16 @@
 """Ablations: does each change help alone, and combined with the others?
 
-An ablation file names a base study config, the factors to vary (each with two
-or more named levels), a design and the seeds::
-
-    name: mnist_dropout_schedule
-    base: ../thesis/mnist_baseline.yaml     # a study file (relative to this file) or inline
-    overrides: {train.max_epochs: 30}       # applied to the base for every cell
-    factors:
-      dropout: {off: 0.0, on: 0.5}          # shorthand: the factor name is a config key/alias
-      batch_norm:                           # one config key, a value per level
-        key: model.norm_layer
-        levels: {off: none, on: batch}
-      schedule:                             # several keys per level
-        levels:
-          constant: {train.scheduler: constant}
-          step: {train.scheduler: {name: multistep, milestones: [20], gamma: 0.1}}
-        baseline: constant                  # default: the first level
-        full: step                          # one_at_a_time's full level; default: the last
-    design: one_at_a_time                   # or full_factorial
-    seeds: [0, 1, 2]
-    metric: best_val_acc                    # best_val_loss, test_acc, test_loss
-
-Every cell x seed is one run: the base config with the cell's overrides and
-``train.seed`` = ``data.seed`` = the seed, trained by :func:`hpstudy.train.fit`
-and logged like any hpstudy run (params, per-epoch metrics, ``config.yaml``,
-``history.csv``, diagnosis) into the ablation's MLflow experiment, nested under
-one summary run that holds the statistics and the report. Rerunning the same
-command resumes: a (cell, seed) with a FINISHED run of the same concrete config
-(tag ``hpstudy.config_hash``) is not run again; a failed one is.
+The file's schema lives with the config stack (:mod:`hpstudy.config.ablation`);
+this module plans the cells and runs them. Every cell x seed is one run: the
+base config with the cell's overrides and ``train.seed`` = ``data.seed`` = the
+seed, run by :func:`hpstudy.train.execute` (in a child process when the cell
+asks for isolation, several devices or DDP) and recorded by
+:func:`hpstudy.track.tracked_run` like any hpstudy run (params, per-epoch
+metrics, ``config.yaml``, ``history.csv``, diagnosis) into the ablation's
+MLflow experiment, nested under one summary run that holds the statistics.
+Rerunning the same command resumes: a (cell, seed) with a FINISHED run of the
+same concrete config (tag ``hpstudy.config_hash``) is not run again; a failed
+one is.
 
 Every problem in the file, and every cell's concrete config, is checked before
 anything is written (:class:`~hpstudy.config.ConfigError`, exit 2 in the CLI).
@@ -35,24 +18,19 @@ anything is written (:class:`~hpstudy.config.ConfigError`, exit 2 in the CLI).
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
-import logging
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._proc import Interrupted
 from ..analyze.ablation import (
-    DESIGNS,
-    METRICS,
     AblationData,
     AblationStats,
     Cell,
@@ -63,229 +41,43 @@ from ..analyze.ablation import (
     stats_json,
 )
 from ..config import (
+    ABLATION_SET_KEYS,
+    SEED_KEYS,
+    AblationFile,
     ConfigError,
-    ReportConfig,
     StudyConfig,
     apply_overrides,
     from_dict,
+    parse_ablation,
     parse_set,
+    read_ablation,
     read_yaml,
     resolve_key,
+    set_source,
     trial_params,
 )
-from ..track import Tracker
-from ..train import FitResult, fit
-from .study import record_fit
+from ..config.ablation import _overlap
+from ..names import (
+    ATTR_DIAGNOSIS,
+    KIND_ABLATION,
+    KIND_ABLATION_SUMMARY,
+    RUNNING,
+    TAG_ABLATION,
+    TAG_CELL,
+    TAG_CELL_LABEL,
+    TAG_CONFIG_HASH,
+    TAG_FACTOR_PREFIX,
+    TAG_KIND,
+    TAG_SEED,
+    TAG_STATE,
+)
+from ..track import Tracker, tracked_run
+from ..track.run import failure_reason
+from ..train import FitResult, execute, release_memory
+from .study import end_status
 
-_log = logging.getLogger("hpstudy")
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$"  # no '=' or ',': names build cell ids
-SUMMARY_KIND = "ablation_summary"  # hpstudy.kind of the run holding statistics and report
-RUN_KIND = "ablation"
-SEED_KEYS = ("train.seed", "data.seed")  # set per run from `seeds:`
-ABLATION_SET_KEYS = ("seeds", "design", "metric")  # --set keys that change the ablation itself
-
-
-# ------------------------------------------------------------------ YAML
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: ``on``/``off``/``yes``/``no`` stay strings.
-
-    Level names like ``off: 0.0, on: 0.5`` are the natural way to write an
-    ablation; YAML 1.1 would turn them into ``False``/``True``.
-    """
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"))
-
-
-def read_ablation_yaml(path: str | Path) -> dict[str, Any]:
-    """Load an ablation file (YAML 1.2 booleans), raising :class:`ConfigError` naming it."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(str(path), None, "no such ablation file")
-    try:
-        raw = yaml.load(p.read_text(), Loader=_Yaml12Loader)  # a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else None
-        raise ConfigError(str(path), where, f"not valid YAML: {getattr(e, 'problem', e)}") \
-            from None
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), None, "an ablation file must be a YAML mapping")
-    return raw
-
-
-# ------------------------------------------------------------------ schema
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _level_name(k: Any) -> str:
-    return str(k).lower() if isinstance(k, bool) else str(k)
-
-
-class Factor(_Strict):
-    """One factor: level name -> a value of ``key``, or a mapping of dotted keys to values.
-
-    Attributes:
-        key: the config key (dotted or an alias) every level sets; None when each
-            level is a mapping ``{dotted.key: value}``.
-        levels: level name -> value (or mapping), in order.
-        baseline: the baseline level (default: the first).
-        full: the level in one_at_a_time's full configuration (default: the last
-            non-baseline level).
-        description: free text (what the factor tests).
-    """
-
-    key: str | None = None
-    levels: dict[str, Any]
-    baseline: str | None = None
-    full: str | None = None
-    description: str = ""
-
-    @field_validator("levels", mode="before")
-    @classmethod
-    def _names(cls, v: Any) -> Any:
-        return {_level_name(k): x for k, x in v.items()} if isinstance(v, dict) else v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Factor:
-        if len(self.levels) < 2:
-            raise ValueError("a factor needs two or more levels")
-        for name in self.levels:
-            if not re.match(NAME_PATTERN, name):
-                raise ValueError(f"level name {name!r} must be letters, digits, _ . + - "
-                                 "(no '=' or ',')")
-        if self.baseline is None:
-            self.baseline = next(iter(self.levels))
-        elif self.baseline not in self.levels:
-            raise ValueError(f"baseline {self.baseline!r} is not a level "
-                             f"(levels: {', '.join(self.levels)})")
-        if self.full is None:
-            self.full = [lv for lv in self.levels if lv != self.baseline][-1]
-        elif self.full not in self.levels or self.full == self.baseline:
-            raise ValueError(f"full {self.full!r} must be a level other than the baseline")
-        for name in self.levels:
-            for key in self.overrides(name):  # raises for a malformed level
-                if key in SEED_KEYS or key == "name":
-                    raise ValueError(f"level {name!r} sets {key}: seeds come from `seeds:` "
-                                     "and the run name from the ablation")
-        return self
-
-    def overrides(self, level: str) -> dict[str, Any]:
-        """The level's dotted-key overrides (aliases resolved)."""
-        value = self.levels[level]
-        if self.key is not None:
-            return {resolve_key(self.key): value}
-        if not isinstance(value, dict) or not value:
-            raise ValueError(f"level {level!r} must map config keys to values "
-                             "({model.arch: nin, ...}) unless the factor names its `key:`")
-        return {resolve_key(str(k)): v for k, v in value.items()}
-
-
-class AblationTracking(_Strict):
-    """``tracking:`` where the ablation's runs go."""
-
-    uri: str | None = None  # None: the base config's, $MLFLOW_TRACKING_URI, or the default
-    experiment: str | None = None  # None: the ablation name
-    artifact_location: str | None = None
-
-
-class AblationFile(_Strict):
-    """A whole ablation file (see the module docstring)."""
-
-    name: str = Field(pattern=NAME_PATTERN, max_length=128)
-    description: str = ""
-    base: str | dict[str, Any]
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    factors: dict[str, Factor] = Field(min_length=1)
-    design: Literal[DESIGNS] = "one_at_a_time"  # type: ignore[valid-type]
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    metric: Literal[METRICS] = "best_val_acc"  # type: ignore[valid-type]
-    tracking: AblationTracking = Field(default_factory=AblationTracking)
-    report: ReportConfig = Field(default_factory=ReportConfig)
-
-    @field_validator("factors", mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        """``dropout: {off: 0.0, on: 0.5}`` -> ``{key: dropout, levels: {...}}``;
-        ``arch: {nin: {model.arch: nin}, ...}`` -> ``{levels: {...}}``."""
-        if not isinstance(v, dict):
-            return v
-        out: dict[str, Any] = {}
-        for name, spec in v.items():
-            name = str(name)
-            if isinstance(spec, dict) and "levels" not in spec:
-                values = list(spec.values())
-                if all(isinstance(x, dict) for x in values):
-                    spec = {"levels": spec}
-                elif not any(isinstance(x, dict) for x in values):
-                    if "." not in resolve_key(name):
-                        raise ValueError(
-                            f"factor {name!r}: its levels are plain values, so its name must be "
-                            "a config key or alias (dropout, lr, augmentation, scheduler...) or "
-                            "it needs `key:` and `levels:`")
-                    spec = {"key": name, "levels": spec}
-                else:
-                    raise ValueError(f"factor {name!r}: levels mix plain values and mappings; "
-                                     "use `key:` + `levels:` or a mapping for every level")
-            out[name] = spec
-        return out
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        if any(s < 0 for s in v):
-            raise ValueError("seeds must be >= 0")
-        return v
-
-    @field_validator("factors")
-    @classmethod
-    def _no_conflicts(cls, factors: dict[str, Factor]) -> dict[str, Factor]:
-        owner: dict[str, str] = {}
-        for fname, f in factors.items():
-            if not re.match(NAME_PATTERN, fname):
-                raise ValueError(f"factor name {fname!r} must be letters, digits, _ . + - "
-                                 "(no '=' or ',')")
-            keys = {k for lv in f.levels for k in f.overrides(lv)}
-            for k in keys:
-                other = next((o for ok, o in owner.items() if _overlap(k, ok) and o != fname),
-                             None)
-                if other:
-                    raise ValueError(f"factors {other!r} and {fname!r} both set {k}: "
-                                     "a cell's config would depend on their order")
-                owner[k] = fname
-        return factors
-
-    def factor_keys(self) -> dict[str, str]:
-        """Every config key a factor sets -> the factor."""
-        return {k: n for n, f in self.factors.items() for lv in f.levels
-                for k in f.overrides(lv)}
-
-
-def _overlap(a: str, b: str) -> bool:
-    """``train.scheduler`` and ``train.scheduler.name`` touch the same setting."""
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
-
-
-def _error_of(e: ValidationError) -> tuple[str, str]:
-    err = e.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-"))
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    if err.get("type") == "extra_forbidden":
-        msg = "unknown key"
-    elif err.get("type") == "literal_error" or (
-            "input" in err and not isinstance(err["input"], dict | list)
-            and err.get("type") != "missing"):
-        msg = f"{msg} (got {err.get('input')!r})"
-    return loc or "(top level)", msg
+SUMMARY_KIND = KIND_ABLATION_SUMMARY  # hpstudy.kind of the run holding statistics and report
+RUN_KIND = KIND_ABLATION
 
 
 # ------------------------------------------------------------------ plan
@@ -334,7 +126,7 @@ class AblationPlan:
 
     def config(self, cell: str, seed: int) -> StudyConfig:
         """The concrete config of one run."""
-        return self.configs[cell].with_overrides(
+        return self.configs[cell].concrete(
             {k: seed for k in SEED_KEYS}, source=f"{self.source}: cell {cell}, seed {seed}")
 
     def config_hash(self, cell: str, seed: int) -> str:
@@ -395,11 +187,11 @@ def plan_ablation(raw: dict[str, Any], source: str = "<ablation>",
     top, base_set = _split_set(overrides)
     raw = {**raw, **top}
     try:
-        spec = AblationFile.model_validate(raw)
-    except ValidationError as e:
-        loc, msg = _error_of(e)
-        src = source if not top or loc.split(".")[0] not in top else "--set"
-        raise ConfigError(src, loc, msg) from None
+        spec = parse_ablation(raw, source)
+    except ConfigError as e:
+        if top and e.field and e.field.split(".")[0] in top:
+            raise ConfigError("--set", e.field, e.message) from None
+        raise
 
     fkeys = spec.factor_keys()
     for src, given in ((f"{source}: overrides", spec.overrides), ("--set", base_set)):
@@ -417,8 +209,7 @@ def plan_ablation(raw: dict[str, Any], source: str = "<ablation>",
     if spec.overrides:
         base = apply_overrides(base.to_dict(), spec.overrides, source=f"{source}: overrides")
     if base_set:
-        base = apply_overrides(base.to_dict(), base_set,
-                               source="--set " + " ".join(f"{k}={v}" for k, v in base_set.items()))
+        base = apply_overrides(base.to_dict(), base_set, source=set_source(base_set))
     if spec.metric.startswith("test_") and not base.train.evaluate_test:
         raise ConfigError(source, "metric", f"{spec.metric} needs train.evaluate_test: true in "
                                             "the base config (or overrides)")
@@ -449,7 +240,7 @@ def plan_ablation(raw: dict[str, Any], source: str = "<ablation>",
 def load_ablation(path: str | Path, overrides: list[str] | dict[str, Any] | None = None
                   ) -> AblationPlan:
     """Read and validate an ablation file (see :func:`plan_ablation`)."""
-    raw = read_ablation_yaml(path)
+    raw = read_ablation(path)
     return plan_ablation(raw, str(path), overrides, folder=Path(path).resolve().parent)
 
 
@@ -489,15 +280,15 @@ def _summary_run(tracker: Tracker, plan: AblationPlan) -> str:
     """The ablation's summary run (found by tags, else created); marked RUNNING."""
     found = tracker.client.search_runs(
         [tracker.experiment_id],
-        filter_string=(f"tags.`hpstudy.kind` = '{SUMMARY_KIND}' and "
-                       f"tags.`hpstudy.ablation` = '{plan.name}'"),
+        filter_string=(f"tags.`{TAG_KIND}` = '{SUMMARY_KIND}' and "
+                       f"tags.`{TAG_ABLATION}` = '{plan.name}'"),
         max_results=1, order_by=["attributes.start_time ASC"])
     if found:
         run_id = found[0].info.run_id
         tracker.client.update_run(run_id, status="RUNNING")
     else:
-        run_id = tracker.start_run(plan.name, {"hpstudy.kind": SUMMARY_KIND,
-                                               "hpstudy.ablation": plan.name}, {})
+        run_id = tracker.start_run(plan.name, {TAG_KIND: SUMMARY_KIND, TAG_ABLATION: plan.name},
+                                   {})
     # tags, not params: a resumed ablation may change its seeds, and params are immutable
     tracker.set_tags(run_id, {"hpstudy.design": json.dumps(plan.design.to_dict()),
                               "hpstudy.seeds": json.dumps(plan.seeds),
@@ -526,40 +317,25 @@ def finished_runs(tracker: Tracker, plan: AblationPlan) -> dict[tuple[str, int],
 
 
 def _train_run(plan: AblationPlan, tracker: Tracker, parent: str, cell: Cell,
-               seed: int) -> tuple[str, FitResult | None, str | None]:
-    """Train one (cell, seed) into its own MLflow run: (run id, result, failure reason)."""
+               seed: int) -> tuple[FitResult | None, str | None, str | None]:
+    """Train one (cell, seed) into its own MLflow run: (result, verdict, failure reason)."""
     cfg = plan.config(cell.id, seed)
     tags: dict[str, Any] = {
-        "hpstudy.kind": RUN_KIND, "hpstudy.ablation": plan.name, "hpstudy.cell": cell.id,
-        "hpstudy.cell_label": cell.label, "hpstudy.seed": seed,
-        "hpstudy.config_hash": plan.config_hash(cell.id, seed), "hpstudy.state": "RUNNING",
-        **{f"hpstudy.factor.{f}": lv for f, lv in cell.levels.items()},
+        TAG_KIND: RUN_KIND, TAG_ABLATION: plan.name, TAG_CELL: cell.id,
+        TAG_CELL_LABEL: cell.label, TAG_SEED: seed,
+        TAG_CONFIG_HASH: plan.config_hash(cell.id, seed), TAG_STATE: RUNNING,
+        **{f"{TAG_FACTOR_PREFIX}{f}": lv for f, lv in cell.levels.items()},
     }
-    run_id = tracker.start_run(run_name(cell.id, seed), tags, trial_params(cfg), parent_id=parent)
+    name = run_name(cell.id, seed)
     try:
-        result = fit(cfg, hooks=[lambda r: tracker.log_epoch(run_id, r)])
-    except KeyboardInterrupt:
-        tracker.end_run(run_id, "KILLED", {"hpstudy.fail_reason": "interrupted"})
-        raise
+        with tracked_run(tracker, name, tags=tags, params=trial_params(cfg),
+                         parent_id=parent) as run:
+            result = execute(cfg, [run.log_epoch], label=f"{plan.name}-{name}",
+                             on_failure_log=run.log_artifact)
+            attrs = run.record(result, cfg)
     except Exception as e:  # noqa: BLE001 - one run failing must not end the ablation
-        reason = f"{type(e).__name__}: {e}"[:1000]
-        tracker.end_run(run_id, "FAIL", {"hpstudy.fail_reason": reason})
-        return run_id, None, reason
-    tracker.log_params(run_id, {"model.num_params": result.num_params, **result.data_info})
-    state = "FAIL" if result.status == "diverged" else "COMPLETE"
-    record_fit(tracker, run_id, result, cfg, state)
-    return run_id, result, result.reason if state == "FAIL" else None
-
-
-def _free() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort between runs
-        pass
+        return None, None, failure_reason(e)
+    return result, attrs.get(ATTR_DIAGNOSIS), result.failure
 
 
 def _fmt_value(result: FitResult | None, metric: str) -> str:
@@ -574,14 +350,12 @@ def _fmt_value(result: FitResult | None, metric: str) -> str:
 
 
 def run_ablation(plan: AblationPlan, *, tracking_uri: str | None = None,
-                 report: bool | None = None, echo: Callable[[str], Any] | None = None
-                 ) -> AblationSummary:
-    """Train every missing (cell, seed), then analyze, log and report the ablation.
+                 echo: Callable[[str], Any] | None = None) -> AblationSummary:
+    """Train every missing (cell, seed), then analyze the ablation and log its statistics.
 
     Args:
         plan: from :func:`load_ablation` / :func:`plan_ablation`.
         tracking_uri: MLflow URI (flag > ablation file > base config > env > default).
-        report: write ``<report.dir>/<name>/index.html`` (default ``report.enabled``).
         echo: called with one line per run (progress); None prints nothing.
 
     Returns:
@@ -597,25 +371,25 @@ def run_ablation(plan: AblationPlan, *, tracking_uri: str | None = None,
     total = len(plan.cells) * len(plan.seeds)
     say(f"ablation     {plan.name}: {len(plan.cells)} cells x {len(plan.seeds)} seeds = "
         f"{total} runs, {total - len(todo)} already finished, {len(todo)} to run")
-    failed = 0
-    status = "FINISHED"
+    failed = finished = 0
     try:
         for i, (cell, seed) in enumerate(todo, start=1):
             t0 = time.perf_counter()
-            _, result, reason = _train_run(plan, tracker, parent, cell, seed)
+            result, verdict, reason = _train_run(plan, tracker, parent, cell, seed)
             failed += reason is not None
-            verdict = ""
-            if result is not None and result.datamodule is not None and result.history:
-                verdict = _verdict(result)
             outcome = f"FAILED ({reason})" if reason else \
-                f"{_fmt_value(result, plan.spec.metric)} {verdict}".strip()
+                f"{_fmt_value(result, plan.spec.metric)} {verdict or ''}".strip()
             say(f"[{i}/{len(todo)}] {run_name(cell.id, seed)}: {outcome} "
                 f"({time.perf_counter() - t0:.1f}s)")
+            finished = i
             del result
-            _free()
-    except KeyboardInterrupt:
-        status = "KILLED"
-        tracker.client.set_terminated(parent, status=status)
+            release_memory()
+    except BaseException as e:
+        # a signal or a crash between runs: the summary run is not FINISHED (resume reopens it)
+        tracker.client.set_terminated(parent, status=end_status(e))
+        if isinstance(e, Interrupted):
+            e.progress = (f"{finished} of {len(todo)} run(s) finished now, the running one "
+                          "recorded KILLED (finished runs are kept)")
         raise
 
     data = collect_ablation(tracker.uri, tracker.experiment_id, plan.name, plan.spec.metric,
@@ -625,22 +399,11 @@ def run_ablation(plan: AblationPlan, *, tracking_uri: str | None = None,
         stats.notes.append(f"{data.stale} earlier run(s) of this ablation outside the current "
                            "plan (other seeds or cells, or a changed config) were left out")
     _log_stats(tracker, parent, stats, data)
+    tracker.client.set_terminated(parent, status="FINISHED")
     summary = AblationSummary(plan.name, tracker.uri, tracker.experiment_id, parent, total,
                               len(todo), total - len(todo), failed, stats, data)
-    if plan.spec.report.enabled if report is None else report:
-        summary.report_path = write_ablation_dashboard(plan, summary, tracker)
-    tracker.client.set_terminated(parent, status=status)
     summary.duration_s = time.perf_counter() - start
     return summary
-
-
-def _verdict(result: FitResult) -> str:
-    from ..analyze import diagnose
-
-    try:
-        return diagnose(result.history, result.datamodule.num_classes).verdict  # type: ignore[union-attr]
-    except ValueError:
-        return ""
 
 
 def _log_stats(tracker: Tracker, run_id: str, stats: AblationStats, data: AblationData) -> None:
@@ -653,28 +416,3 @@ def _log_stats(tracker: Tracker, run_id: str, stats: AblationStats, data: Ablati
     for name, frame in (("cells", stats.cells), ("effects", stats.effects),
                         ("interactions", stats.interactions), ("runs", runs)):
         tracker.log_text(run_id, frame.to_csv(index=False), f"ablation/{name}.csv")
-
-
-def write_ablation_dashboard(plan: AblationPlan, summary: AblationSummary,
-                             tracker: Tracker) -> str | None:
-    """Write ``<report.dir>/<ablation>/index.html``, log it to the summary run, return its path.
-
-    Returns None (with a warning) when it cannot be written: the runs are done
-    and recorded; a report that fails to draw must not fail the command.
-    """
-    from ..report.ablation import ARTIFACT_DIR, write_ablation_report
-
-    overview = {
-        "description": plan.spec.description,
-        "MLflow experiment": f"{plan.experiment} (id {summary.experiment_id})",
-        "MLflow summary run": summary.summary_run_id,
-        "tracking URI": summary.tracking_uri,
-    }
-    try:
-        path = write_ablation_report(summary.data, summary.stats, plan.design, plan.seeds,
-                                     plan.spec.report.dir, overview=overview)
-        tracker.log_artifact(summary.summary_run_id, path, ARTIFACT_DIR)
-    except Exception as e:  # noqa: BLE001 - the ablation itself succeeded
-        _log.warning("ablation report not written: %s: %s", type(e).__name__, e)
-        return None
-    return str(path)

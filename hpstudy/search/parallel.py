@@ -30,6 +30,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,16 +39,21 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .._proc import Interrupted, interruption, trap_signals
 from ..config import StudyConfig
-from . import isolate as _isolate
+from ..names import ATTR_RUN_ID
+from ..train import death_reason, gpu_count
+from .objective import Objective
+from .progress import Progress
+from .storage import fail_trial, mark_run_failed
 from .study import (
-    Objective,
+    StudySession,
     StudySummary,
-    _configure_optuna_logging,
-    _Progress,
     close_study,
+    configure_optuna_logging,
     connect,
-    finish_summary,
+    end_status,
+    note_interruption,
 )
 
 _log = logging.getLogger("hpstudy")
@@ -105,7 +112,7 @@ def with_worker_seed(cfg: StudyConfig, salt: int | None = None) -> StudyConfig:
         return cfg
     if salt is None:  # another machine's worker: no shared counter to number it
         salt = int.from_bytes(os.urandom(3), "big") + 1
-    return cfg.with_overrides({"search.sampler.seed": seed + salt}, source="worker seed")
+    return cfg.concrete({"search.sampler.seed": seed + salt}, source="worker seed")
 
 
 def _take_ticket(spec: WorkerSpec) -> bool:
@@ -122,20 +129,32 @@ def _take_ticket(spec: WorkerSpec) -> bool:
 
 
 def worker_main(spec: WorkerSpec) -> None:
-    """Entry point of a worker process: join the study and run trials while tickets last."""
-    import yaml
+    """Entry point of a worker process: join the study and run trials while tickets last.
 
-    from ..config import from_dict
+    A signal (the terminal's Ctrl-C reaches every worker; the parent forwards
+    SIGTERM) ends the running trial FAIL with the reason and its run KILLED,
+    then the worker exits with 128 + the signal number.
+    """
+    try:
+        with trap_signals():
+            _work(spec)
+    except Interrupted as e:
+        sys.exit(e.exit_code)
 
-    _configure_optuna_logging()
+
+def _work(spec: WorkerSpec) -> None:
+    from ..config import from_dict, load_yaml_text
+
+    configure_optuna_logging()
     if spec.threads:
         import torch
 
         torch.set_num_threads(spec.threads)
-    cfg = from_dict(yaml.safe_load(spec.cfg_yaml), "study config (parallel worker)")
+    # validated by the parent already: the schema only
+    cfg = from_dict(load_yaml_text(spec.cfg_yaml), "study config (parallel worker)", concrete=True)
     cfg = with_worker_seed(cfg, spec.index)  # worker 0 keeps the study's own seed
-    study, tracker, parent = connect(cfg, spec.storage, spec.tracking_uri)
-    objective = Objective(cfg, tracker, parent)
+    session = connect(cfg, spec.storage, spec.tracking_uri)
+    objective = Objective(session)
 
     def run(trial: optuna.Trial) -> float:
         # the parent reads this to name the trial a crash of this process took
@@ -146,34 +165,25 @@ def worker_main(spec: WorkerSpec) -> None:
             spec.current[spec.index] = _IDLE
 
     while _take_ticket(spec):
-        study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        session.study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
 
 
 # ------------------------------------------------------------------ parent side
-def fail_lost_trial(study: optuna.Study, tracker: Any, parent_id: str, number: int,
-                    reason: str) -> bool:
+def fail_lost_trial(session: StudySession, number: int, reason: str) -> bool:
     """Record a still-RUNNING trial whose process died as FAIL with ``reason``.
 
     Its MLflow run (created now if the worker died before making it) ends
     FAILED with the reason. Returns False when the trial had already finished.
     """
+    study = session.study
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None or trial.state != TrialState.RUNNING:
         return False
-    run_id = _isolate.mark_run_failed(tracker, study.study_name, number,
-                                      trial.user_attrs.get("mlflow_run_id"), reason, parent_id,
-                                      trial.params)
-    # a finished trial takes no user attrs: set them first, then the state
-    # (Trial(study, id) is Optuna's handle on an existing trial)
-    handle = optuna.trial.Trial(study, trial._trial_id)
-    handle.set_user_attr("fail_reason", reason)
-    if run_id is not None:
-        handle.set_user_attr("mlflow_run_id", run_id)
-    try:
-        study.tell(number, state=TrialState.FAIL)
-    except (ValueError, RuntimeError):  # finished meanwhile (e.g. stale-trial handling)
-        return False
-    return True
+    run_id = mark_run_failed(session.tracker, study.study_name, number,
+                             trial.user_attrs.get(ATTR_RUN_ID), reason, session.parent_run_id,
+                             trial.params)
+    attrs = {ATTR_RUN_ID: run_id} if run_id is not None else {}
+    return fail_trial(session.storage, study.study_name, number, reason, attrs)
 
 
 class _Workers:
@@ -204,8 +214,21 @@ class _Workers:
     def alive(self) -> bool:
         return any(p is not None and p.is_alive() for p in self.procs)
 
-    def stop(self, grace_s: float = 0.0, timeout: float = 30.0) -> None:
-        """Wait ``grace_s`` for workers to end their trials themselves, then terminate them."""
+    def stop(self, grace_s: float = 0.0, timeout: float = 30.0, signum: int | None = None
+             ) -> None:
+        """Wait ``grace_s`` for workers to end their trials themselves, then terminate them.
+
+        ``signum``: sent to every live worker first (a SIGTERM to this process
+        only, e.g. ``kill``, must reach the workers too; one that already got
+        the terminal's Ctrl-C ignores a second signal).
+        """
+        if signum is not None:
+            for p in self.procs:
+                if p is not None and p.is_alive():
+                    try:
+                        os.kill(p.pid, signum)
+                    except ProcessLookupError:
+                        pass
         deadline = time.monotonic() + grace_s
         for p in self.procs:
             if p is not None:
@@ -236,7 +259,6 @@ def run_parallel(
     storage: str | None = None,
     tracking_uri: str | None = None,
     progress: bool = True,
-    report: bool | None = None,
 ) -> StudySummary:
     """Create or resume the study and run ``workers`` trials at once, each worker a process.
 
@@ -249,75 +271,79 @@ def run_parallel(
         storage: Optuna storage URL (flag > study file > $HPSTUDY_STORAGE > default).
         tracking_uri: MLflow URI (flag > study file > $MLFLOW_TRACKING_URI > default).
         progress: show the progress bar.
-        report: write the dashboard at the end (default ``report.enabled``).
     """
     start = time.perf_counter()
-    storage_url = cfg.storage_url(storage)
-    study, tracker, parent = connect(cfg, storage, tracking_uri)  # parent run exists before workers
+    session = connect(cfg, storage, tracking_uri)  # the parent run exists before the workers
+    study = session.study
     n = n_trials if n_trials is not None else cfg.search.n_trials
     t = timeout if timeout is not None else cfg.search.timeout
     ctx = mp.get_context("spawn")
     tickets = ctx.Value("i", _NO_LIMIT if n is None else n)
     current = ctx.Array("i", [-1] * workers)
     deadline = None if t is None else time.time() + t
-    n_gpus = _isolate._gpu_count() if cfg.train.accelerator in ("auto", "gpu", "cuda") else 0
+    n_gpus = gpu_count() if cfg.train.accelerator in ("auto", "gpu", "cuda") else 0
     envs = device_shares(workers, n_gpus, os.cpu_count() or 1)
     threads = None if n_gpus else int(envs[0]["OMP_NUM_THREADS"])
-    specs = [WorkerSpec(i, cfg.to_yaml(), storage_url, tracker.uri, threads, deadline, tickets,
-                        current) for i in range(workers)]
+    specs = [WorkerSpec(i, cfg.to_yaml(), session.storage_url, session.tracker.uri, threads,
+                        deadline, tickets, current) for i in range(workers)]
     seen = {t.number for t in study.get_trials(deepcopy=False, states=_FINISHED)}
-    bar = _Progress(n, cfg.search.metric, enabled=progress)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    bar = Progress(n, cfg.search.metric, enabled=progress)
     pool = _Workers(specs, envs)
-    status, grace = "FINISHED", 0.0
+    error: BaseException | None = None
+    grace = 0.0
     try:
         for i in range(workers):
             pool.start(i)
         while pool.alive():
             time.sleep(0.5)
-            _handle_deaths(pool, study, tracker, parent)
-            _show_finished(study, bar, seen)
-        _handle_deaths(pool, study, tracker, parent)
-        _show_finished(study, bar, seen)
-    except KeyboardInterrupt:
-        # Ctrl-C reached the workers too (one process group): let them record
-        # their trials as interrupted before anything is terminated
-        status, grace = "KILLED", 15.0
+            _handle_deaths(pool, session)
+            bar.show(study, seen)
+        _handle_deaths(pool, session)
+        bar.show(study, seen)
+    except BaseException as e:
+        # let the workers record their trials as interrupted before anything is
+        # terminated; a trial whose worker had to be killed is failed here
+        error, grace = e, 15.0
+        stop = interruption(e)
+        pool.stop(grace, signum=stop.signum if stop is not None else signal.SIGTERM)
+        _handle_deaths(pool, session, restart=False,
+                       reason=stop.reason if stop is not None else None)
         raise
     finally:
         pool.stop(grace)
         bar.close()
-        summary = close_study(study, cfg, tracker, parent, storage_url, status,
-                              n_workers=workers)
-    return finish_summary(summary, study, cfg, tracker, start, report)
+        summary = close_study(session, end_status(error), n_workers=workers)
+        summary.duration_s = time.perf_counter() - start
+        note_interruption(error, study, before, n)
+    return summary
 
 
-def _handle_deaths(pool: _Workers, study: optuna.Study, tracker: Any, parent_id: str) -> None:
-    """Record the trial of each worker that died abnormally; restart it if work is left."""
+def _handle_deaths(pool: _Workers, session: StudySession, restart: bool = True,
+                   reason: str | None = None) -> None:
+    """Record the trial of each worker that died abnormally; restart it if work is left.
+
+    ``reason``: what to record instead of the exit status (an interruption).
+    """
     for i, p in enumerate(pool.procs):
         if p is None or p.is_alive() or p.exitcode == 0:
             continue
         spec = pool.specs[i]
         number = spec.current[i]
-        reason = _isolate.death_reason(p.exitcode).replace("trial process", "worker process")
+        why = reason or death_reason(p.exitcode).replace("trial process", "worker process")
         p.join()
         pool.procs[i] = None
         spec.current[i] = _IDLE
         if number >= 0:
-            if fail_lost_trial(study, tracker, parent_id, number, reason):
-                _log.warning("trial %d failed: %s", number, reason)
+            if fail_lost_trial(session, number, why):
+                _log.warning("trial %d failed: %s", number, why)
         else:
             if number == _CLAIMED:  # died before its trial started: the ticket is unused
                 with spec.tickets.get_lock():
                     if spec.tickets.value != _NO_LIMIT:
                         spec.tickets.value += 1
-            _log.warning("worker %d died between trials: %s", i, reason)
-        if _tickets_left(spec) and pool.restarts[i] < _MAX_RESTARTS_PER_WORKER:
+            if restart:
+                _log.warning("worker %d died between trials: %s", i, why)
+        if restart and _tickets_left(spec) and pool.restarts[i] < _MAX_RESTARTS_PER_WORKER:
             pool.restarts[i] += 1
             pool.start(i)
-
-
-def _show_finished(study: optuna.Study, bar: _Progress, seen: set[int]) -> None:
-    for t in study.get_trials(deepcopy=False, states=_FINISHED):
-        if t.number not in seen:
-            seen.add(t.number)
-            bar(study, t)

@@ -1,9 +1,10 @@
-"""Search spaces: the course's advice as presets, explicit entries from study files.
+"""Sampling a search space with Optuna.
 
-A space maps canonical dotted config keys (``train.lr``) to :class:`SearchParam`
-entries. Sampling asks Optuna for every entry, maps ``allow_zero`` values and
-returns the dict of overrides that turns the study's base config into the
-trial's concrete config.
+The space itself is data (:mod:`hpstudy.config.space`: the entry schema, the
+course's presets, :func:`resolve_space`). Sampling asks Optuna for every
+entry, maps ``allow_zero`` values and returns the dict of overrides that turns
+the study's base config into the trial's concrete config
+(:meth:`hpstudy.config.StudyConfig.concrete`).
 """
 
 from __future__ import annotations
@@ -12,123 +13,12 @@ import math
 from typing import Any
 
 import optuna
-from pydantic import ValidationError
 
-from ..config import (
-    OPTIMIZERS,
-    ConfigError,
-    SearchParam,
-    StudyConfig,
-    resolve_key,
-)
-from ..models import INITS
+from ..config import ConfigError, SearchParam, resolve_key
+from ..config.space import COURSE, COURSE_FULL, PRESETS, resolve_space
 
-# The course's tuning advice (shared/reference/RECIPES.md, "Tuning advice").
-COURSE: dict[str, dict[str, Any]] = {
-    # lr below 1, searched by orders of magnitude
-    "train.lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
-    # batch size in powers of 2
-    "data.batch_size": {"type": "categorical", "choices": [16, 32, 64, 128, 256]},
-    # weight decay log-uniform, 0 allowed (one extra decade below low maps to 0)
-    "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True,
-                           "allow_zero": True},
-    # dropout 0-0.5
-    "model.drop_rate": {"type": "float", "low": 0.0, "high": 0.5},
-    "model.init": {"type": "categorical", "choices": [i for i in INITS if i != "default"]},
-    "train.optimizer": {"type": "categorical", "choices": list(OPTIMIZERS)},
-}
-
-# Everything the course lists, including the optional knobs.
-COURSE_FULL: dict[str, dict[str, Any]] = {
-    **COURSE,
-    "model.act_layer": {"type": "categorical",
-                        "choices": ["relu", "leaky_relu", "prelu", "elu", "selu", "gelu"]},
-    "model.norm_layer": {"type": "categorical", "choices": ["batch", "none"]},
-    "train.scheduler.name": {"type": "categorical",
-                             "choices": ["constant", "step", "cosine", "onecycle"]},
-    "data.augmentation": {"type": "categorical", "choices": ["none", "standard", "strong"]},
-    "train.early_stopping.enabled": {"type": "categorical", "choices": [False, True]},
-}
-
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "course": COURSE,
-    "course_full": COURSE_FULL,
-    "none": {},
-}
-
-
-def resolve_space(space: str | dict[str, Any], source: str = "search.space") -> dict[str, SearchParam]:
-    """Expand a preset name or a dict (with optional ``preset`` key) into entries."""
-    if isinstance(space, str):
-        if space not in PRESETS:
-            raise ConfigError(source, "search.space",
-                              f"unknown preset '{space}' (presets: {', '.join(PRESETS)})")
-        entries: dict[str, Any] = dict(PRESETS[space])
-    else:
-        entries = {}
-        preset = space.get("preset")
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ConfigError(source, "search.space.preset",
-                                  f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
-            entries.update(PRESETS[preset])
-        for key, spec in space.items():
-            if key == "preset":
-                continue
-            canon = resolve_key(key)
-            if spec is None:  # `key: null` removes a preset entry
-                entries.pop(canon, None)
-            else:
-                entries[canon] = spec
-    out: dict[str, SearchParam] = {}
-    for key, spec in entries.items():
-        try:
-            out[key] = SearchParam.model_validate(spec)
-        except ValidationError as e:
-            err = e.errors(include_url=False)[0]
-            msg = err.get("msg", "invalid").removeprefix("Value error, ")
-            loc = ".".join(str(p) for p in err.get("loc", ()))
-            field = f"search.space.{key}" + (f".{loc}" if loc else "")
-            raise ConfigError(source, field, msg) from None
-    return out
-
-
-def _probe_values(p: SearchParam) -> list[Any]:
-    """Values to try against the schema: every choice, or the bounds."""
-    if p.type == "categorical":
-        return list(p.choices or [])
-    lo, hi = p.low, p.high
-    if p.type == "int":
-        return [int(lo), int(hi)]
-    vals = [lo, hi]
-    if p.allow_zero:
-        vals.append(0.0)
-    return vals
-
-
-def validate_space(cfg: StudyConfig, source: str) -> None:
-    """Check that every entry names a config key and every value it can take is valid."""
-    space = resolve_space(cfg.search.space, source)
-    base = cfg.to_dict()
-    from ..config import apply_overrides  # local: avoids a cycle at import time
-
-    for key, p in space.items():
-        for value in _probe_values(p):
-            try:
-                apply_overrides(base | {"search": {**base["search"], "space": "none",
-                                                   "enqueue": []}},
-                                {key: value}, source=source)
-            except ConfigError as e:
-                raise ConfigError(
-                    source, f"search.space.{key}",
-                    f"value {value!r} is not valid for {e.field or key}: {e.message}",
-                ) from None
-    for i, params in enumerate(cfg.search.enqueue):
-        for key in params:
-            canon = resolve_key(key)
-            if canon not in space:
-                raise ConfigError(source, f"search.enqueue[{i}].{key}",
-                                  f"not a key of the search space ({', '.join(space)})")
+__all__ = ["COURSE", "COURSE_FULL", "PRESETS", "check_resumable", "distribution",
+           "enqueue_values", "grid", "resolve_space", "suggest"]
 
 
 def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> dict[str, Any]:
@@ -179,3 +69,51 @@ def enqueue_values(params: dict[str, Any], space: dict[str, SearchParam]) -> dic
             value = p.low / 10.0  # the bottom of the 'off' decade samples as 0
         out[canon] = value
     return out
+
+
+def distribution(p: SearchParam) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution :func:`suggest` samples ``p`` from."""
+    if p.type == "categorical":
+        return optuna.distributions.CategoricalDistribution(p.choices)
+    if p.type == "int":
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log,
+                                                    step=int(p.step or 1))
+    low = p.low / 10.0 if p.allow_zero else p.low
+    return optuna.distributions.FloatDistribution(low, p.high, log=p.log or p.allow_zero,
+                                                  step=None if p.allow_zero else p.step)
+
+
+def _describe(d: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(d, optuna.distributions.CategoricalDistribution):
+        return f"categorical {list(d.choices)}"
+    kind = "int" if isinstance(d, optuna.distributions.IntDistribution) else "float"
+    extra = ", log" if getattr(d, "log", False) else ""
+    return f"{kind} [{d.low:g}, {d.high:g}{extra}]"
+
+
+def check_resumable(study: optuna.Study, space: dict[str, SearchParam], source: str) -> None:
+    """Refuse to resume a study whose stored trials sampled a parameter differently.
+
+    Optuna would fail every new trial with "Cannot set different distribution
+    kind to the same parameter name"; this says so before any trial runs.
+
+    Raises:
+        ConfigError: naming the parameter, both distributions and two ways out.
+    """
+    seen: dict[str, optuna.distributions.BaseDistribution] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, d in t.distributions.items():
+            seen.setdefault(name, d)
+    for key, p in space.items():
+        old = seen.get(key)
+        if old is None:
+            continue
+        new = distribution(p)
+        try:
+            optuna.distributions.check_distribution_compatibility(old, new)
+        except ValueError:
+            raise ConfigError(
+                source, f"search.space.{key}",
+                f"study '{study.study_name}' already sampled {key} as {_describe(old)}, now it "
+                f"is {_describe(new)}; Optuna cannot mix the two in one study. Start a new "
+                f"study (--set name=<new name>) or restore the old entry for {key}") from None

@@ -1,14 +1,16 @@
 """MLflow tracking (client API): runs, tags, params, metrics, artifacts.
 
-Public surface: :class:`Tracker`, :func:`history_csv`, :func:`dataset_input`,
+Public surface: :func:`tracked_run` / :class:`TrackedRun` (the one way to record a
+run), :class:`Tracker`, :func:`history_csv`, :func:`dataset_input`,
 :data:`EPOCH_METRICS`; :mod:`hpstudy.track.registry` (trial checkpoints, the
 registered ``<study>-best`` model) and :mod:`hpstudy.track.ui` (``hpstudy ui``).
 """
 
 from __future__ import annotations
 
+from ..names import EPOCH_METRICS
+from .run import TrackedRun, failure_reason, tracked_run
 from .tracker import (
-    EPOCH_METRICS,
     Tracker,
     dataset_input,
     history_csv,
@@ -16,6 +18,7 @@ from .tracker import (
     local_artifact_root,
     prepare_local_uri,
     run_environment,
+    trial_tags,
 )
 
 __all__ = [
@@ -27,4 +30,8 @@ __all__ = [
     "local_artifact_root",
     "prepare_local_uri",
     "run_environment",
+    "TrackedRun",
+    "failure_reason",
+    "tracked_run",
+    "trial_tags",
 ]

@@ -92,21 +92,24 @@ def build_network(checkpoint: dict[str, Any],
 def _tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for the block, then restore what was set.
 
-    ``mlflow.pytorch.log_model`` has no client argument; hpstudy never sets a
-    global tracking URI, so the previous value (often unset) is put back, and
-    so is ``$MLFLOW_TRACKING_URI``, which MLflow sets and unsets along with it.
+    ``mlflow.pytorch.log_model`` and the registry's ``models:/`` resolution have
+    no client argument; hpstudy never leaves a global tracking URI set, so the
+    previous one (often none) is put back, and so is ``$MLFLOW_TRACKING_URI``,
+    which ``mlflow.set_tracking_uri`` sets and unsets along with it.
     """
-    from mlflow.tracking._tracking_service import utils as tracking_utils
+    import mlflow
 
     env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    if previous == env:  # only the environment named it: no global to restore
+        previous = None
     with _LOG_MODEL_LOCK:
+        mlflow.set_tracking_uri(uri)
         try:
-            with tracking_utils._use_tracking_uri(uri):
-                yield
+            yield
         finally:
-            if env is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
+            mlflow.set_tracking_uri(previous)  # None unsets the global and the variable
+            if env is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = env
 
 

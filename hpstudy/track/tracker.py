@@ -35,13 +35,25 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
+from ..names import (
+    EPOCH_METRICS,
+    HISTORY_KEYS,
+    KIND_STUDY,
+    KIND_TRIAL,
+    RUNNING,
+    STATE_TO_RUN_STATUS,
+    TAG_KIND,
+    TAG_PARENT_RUN,
+    TAG_STATE,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+    trial_run_name,
+)
+
 # a new SQLite store announces its migrations at INFO; mlflow configures its
 # loggers on import, so quiet that one child logger after the import
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
-STATE_TO_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
-                   "KILLED": "KILLED"}
 _MAX_PARAM_LEN = 6000  # MLflow's param value limit
 _BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # UI opens on runs
@@ -111,7 +123,7 @@ def history_csv(history: Iterable[dict[str, Any]]) -> str:
     """Per-epoch history as CSV text (the ``history.csv`` artifact)."""
     rows = list(history)
     buf = io.StringIO()
-    keys = ["epoch", *EPOCH_METRICS]
+    keys = list(HISTORY_KEYS)
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in rows:
@@ -161,6 +173,12 @@ def _image_schema(info: dict[str, Any]) -> str | None:
                                              "targets": targets.to_json()}})
 
 
+def trial_tags(study_name: str, number: int) -> dict[str, Any]:
+    """The tags a trial's run starts with (``hpstudy.state`` RUNNING until it ends)."""
+    return {TAG_KIND: KIND_TRIAL, TAG_STUDY: study_name, TAG_TRIAL_NUMBER: number,
+            TAG_STATE: RUNNING}
+
+
 class Tracker:
     """One MLflow client bound to one experiment.
 
@@ -177,6 +195,13 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
         self.experiment_id = self._experiment_id(experiment, artifact_location)
+
+    @classmethod
+    def for_run(cls, uri: str, run_id: str) -> Tracker:
+        """A tracker bound to the experiment that holds ``run_id``."""
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+        return cls(uri, experiment.name)
 
     def _experiment_id(self, name: str, artifact_location: str | None) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -209,15 +234,15 @@ class Tracker:
                 pass
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(f"tags.`hpstudy.kind` = 'study' and "
-                           f"tags.`optuna.study_name` = '{study_name}'"),
+            filter_string=(f"tags.`{TAG_KIND}` = '{KIND_STUDY}' and "
+                           f"tags.`{TAG_STUDY}` = '{study_name}'"),
             max_results=1,
             order_by=["attributes.start_time ASC"],
         )
         if found:
             self.client.update_run(found[0].info.run_id, status="RUNNING")
             return found[0].info.run_id
-        tags = {"hpstudy.kind": "study", "optuna.study_name": study_name, **run_environment()}
+        tags = {TAG_KIND: KIND_STUDY, TAG_STUDY: study_name, **run_environment()}
         run = self.client.create_run(self.experiment_id, run_name=study_name, tags=tags)
         if params:
             self.log_params(run.info.run_id, params)
@@ -228,7 +253,7 @@ class Tracker:
         """A (child) run with tags and params logged in batches."""
         all_tags = {**run_environment(), **{k: str(v) for k, v in tags.items()}}
         if parent_id:
-            all_tags["mlflow.parentRunId"] = parent_id
+            all_tags[TAG_PARENT_RUN] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -236,9 +261,19 @@ class Tracker:
     def start_trial(self, parent_id: str, study_name: str, number: int,
                     params: dict[str, Any]) -> str:
         """The child run of trial ``number``, named ``trial-0007``."""
-        tags = {"hpstudy.kind": "trial", "optuna.study_name": study_name,
-                "optuna.trial_number": number, "hpstudy.state": "RUNNING"}
-        return self.start_run(f"trial-{number:04d}", tags, params, parent_id=parent_id)
+        return self.start_run(trial_run_name(number), trial_tags(study_name, number), params,
+                              parent_id=parent_id)
+
+    def find_trial_run(self, study_name: str, number: int) -> str | None:
+        """The newest run of trial ``number`` of ``study_name`` (by its tags), or None."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(f"tags.`{TAG_STUDY}` = '{study_name}' and "
+                           f"tags.`{TAG_TRIAL_NUMBER}` = '{number}' and "
+                           f"tags.`{TAG_KIND}` = '{KIND_TRIAL}'"),
+            max_results=1, order_by=["attributes.start_time DESC"],
+        )
+        return found[0].info.run_id if found else None
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -273,8 +308,8 @@ class Tracker:
 
     def end_run(self, run_id: str, state: str, tags: dict[str, Any] | None = None) -> None:
         """Tag the final ``hpstudy.state`` and terminate (FAIL -> status FAILED)."""
-        self.set_tags(run_id, {"hpstudy.state": state, **(tags or {})})
-        self.client.set_terminated(run_id, status=STATE_TO_STATUS.get(state, "FINISHED"))
+        self.set_tags(run_id, {TAG_STATE: state, **(tags or {})})
+        self.client.set_terminated(run_id, status=STATE_TO_RUN_STATUS.get(state, "FINISHED"))
 
     def finish_study(self, run_id: str, summary: dict[str, float], status: str = "FINISHED") -> None:
         """Study-level results on the parent run (step = number of trials so far)."""

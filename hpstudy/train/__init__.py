@@ -1,14 +1,19 @@
-"""Training: the Lightning module, optimizers/schedulers and :func:`fit`.
+"""Training: the Lightning module, optimizers/schedulers, and the one way to run a config.
 
-Public surface: :func:`fit`, :class:`FitResult`, :class:`ClassifierModule`,
-:func:`build_datamodule`, :func:`build_module`, :func:`build_trainer`.
+Public surface: :func:`execute` (in-process or child-process training of one
+concrete config), :func:`fit` (the in-process fit it uses), :class:`FitResult`,
+:func:`needs_process`, :class:`TrialProcessError`, :class:`ClassifierModule`,
+:func:`build_datamodule`, :func:`build_module`, :func:`build_trainer`, and the
+checkpoint helpers.
 """
 
 from __future__ import annotations
 
+from ..names import HISTORY_KEYS
 from .checkpoint import checkpoint_from_fit, read_checkpoint, save_checkpoint
+from .child import TrialProcessError, death_reason, run_in_child
+from .execute import device_count, execute, gpu_count, needs_process, release_memory
 from .fit import (
-    HISTORY_KEYS,
     EpochHook,
     FitResult,
     build_datamodule,
@@ -24,13 +29,21 @@ __all__ = [
     "ClassifierModule",
     "EpochHook",
     "FitResult",
+    "TrialProcessError",
     "build_datamodule",
     "build_module",
     "build_optimizer",
     "build_scheduler",
     "build_trainer",
     "checkpoint_from_fit",
+    "death_reason",
+    "device_count",
+    "execute",
     "fit",
+    "gpu_count",
+    "needs_process",
     "read_checkpoint",
+    "release_memory",
+    "run_in_child",
     "save_checkpoint",
 ]

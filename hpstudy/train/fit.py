@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import tempfile
 import time
 import warnings
@@ -22,15 +23,15 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
-from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
+from .._proc import Interrupted, interruption
 from ..config import StudyConfig
 from ..data import ImageDataModule
 from ..models import model_info
+from ..names import COMPLETE, CURVE_KEYS, FAIL, PRUNED
 from .module import ClassifierModule
 
 EpochHook = Callable[[dict[str, Any]], bool | None]
-HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -71,6 +72,26 @@ class FitResult:
     def value(self) -> float | None:
         """The objective: the monitored metric at the best epoch."""
         return None if not self.best else self.best.get(self.monitor)
+
+    @property
+    def state(self) -> str:
+        """The Optuna trial state and MLflow ``hpstudy.state`` of this result.
+
+        ``PRUNED`` when a hook stopped it; ``FAIL`` when it diverged or no epoch
+        gave a finite value of the monitored metric; ``COMPLETE`` otherwise.
+        """
+        if self.status == "pruned":
+            return PRUNED
+        if self.status == "diverged" or self.value is None or not math.isfinite(self.value):
+            return FAIL
+        return COMPLETE
+
+    @property
+    def failure(self) -> str | None:
+        """Why the result is ``FAIL`` (None when it is not)."""
+        if self.state != FAIL:
+            return None
+        return self.reason or f"no finite {self.monitor} was recorded"
 
 
 def _better(a: float, b: float | None, mode: str) -> bool:
@@ -124,9 +145,9 @@ class _EpochRecorder(Callback):
             return
         m = trainer.callback_metrics
         # one host sync per epoch, for the whole record
-        values = torch.stack([m[k].detach().float().reshape(()) for k in HISTORY_KEYS[1:5]]).tolist()
+        values = torch.stack([m[k].detach().float().reshape(()) for k in CURVE_KEYS]).tolist()
         record: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
-        record.update(dict(zip(HISTORY_KEYS[1:5], values, strict=True)))
+        record.update(dict(zip(CURVE_KEYS, values, strict=True)))
         record["lr"] = self._lr
         record["epoch_time_s"] = time.perf_counter() - self._t0
         self.history.append(record)
@@ -149,6 +170,19 @@ class _EpochRecorder(Callback):
         if stop:
             self.stop_reason = "pruned"
             trainer.should_stop = True
+
+
+def _trains_in_spawned_ranks(trainer: pl.Trainer) -> bool:
+    """Whether ``trainer.fit`` trains in spawned copies of this process (``ddp_spawn``).
+
+    Lightning has no public way to ask which launcher a strategy uses; its
+    multiprocessing launcher is the one whose ranks (rank 0 included) train in
+    new processes and send back only the weights, so callbacks must hand their
+    state over through a file. Kept in this one function (private upstream class).
+    """
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    return isinstance(trainer.strategy.launcher, _MultiProcessingLauncher)
 
 
 def build_datamodule(cfg: StudyConfig) -> ImageDataModule:
@@ -238,11 +272,19 @@ def fit(
             patience=es.patience, min_delta=es.min_delta, check_finite=False,
         ))
     trainer = build_trainer(cfg, callbacks)
-    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+    if _trains_in_spawned_ranks(trainer):
         fd, recorder.handoff = tempfile.mkstemp(prefix="hpstudy-recorder-", suffix=".pt")
         os.close(fd)
     try:
         trainer.fit(module, datamodule=dm)
+    except SystemExit as e:
+        # Lightning ends fit with sys.exit(1) after a KeyboardInterrupt and raises its
+        # SIGTERMException (a SystemExit) on SIGTERM: an interruption of this run,
+        # which its caller records, not an exit of the whole process
+        stop = interruption(e) or (Interrupted(signal.SIGINT) if trainer.interrupted else None)
+        if stop is None:
+            raise
+        raise stop from None
     finally:
         recorder.take_handoff()
 

@@ -20,69 +20,35 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .. import data as _data
+from .. import models as _models
+from ..names import (
+    DEFAULT_REPORT_DIR,
+    DEFAULT_STORAGE,
+    DEFAULT_TRACKING_URI,
+    OBJECTIVE_METRICS,
+    STORAGE_ENV,
+    TRACKING_ENV,
 )
-
-from . import data as _data
-from . import models as _models
-
-OPTIMIZERS = (
-    "sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "nadam",
+from ._base import (
+    OPTIMIZERS,
+    PRUNERS,
+    SAMPLERS,
+    SCHEDULERS,
+    ConfigError,
+    Strict,
+    read_yaml,
+    validate,
 )
-SCHEDULERS = ("constant", "step", "multistep", "cosine", "onecycle", "plateau", "exponential")
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "nsga2")
-PRUNERS = ("median", "percentile", "sha", "hyperband", "none")
-METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+from .space import resolve_key, resolve_space
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
-
-# Short names accepted by --set and in search spaces.
-ALIASES: dict[str, str] = {
-    "lr": "train.lr",
-    "learning_rate": "train.lr",
-    "batch_size": "data.batch_size",
-    "weight_decay": "train.weight_decay",
-    "momentum": "train.momentum",
-    "optimizer": "train.optimizer",
-    "max_epochs": "train.max_epochs",
-    "epochs": "train.max_epochs",
-    "scheduler": "train.scheduler.name",
-    "seed": "train.seed",
-    "dropout": "model.drop_rate",
-    "drop_rate": "model.drop_rate",
-    "init": "model.init",
-    "activation": "model.act_layer",
-    "act_layer": "model.act_layer",
-    "normalization": "model.norm_layer",
-    "norm_layer": "model.norm_layer",
-    "arch": "model.arch",
-    "augmentation": "data.augmentation",
-    "dataset": "data.dataset",
-}
-
-
-class ConfigError(ValueError):
-    """A study file or an override is invalid. ``str()`` is the one-line message."""
-
-    def __init__(self, source: str, field: str | None, message: str):
-        self.source, self.field, self.message = source, field, message
-        where = f"{source}: {field}" if field else source
-        super().__init__(f"{where}: {message}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+METRICS = OBJECTIVE_METRICS
 
 
 # --------------------------------------------------------------------- data
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """``data:`` which images, how they are split and batched.
 
     Dataset-specific options (``n_classes`` of ``synthetic``, ``svhn_extra``...)
@@ -103,10 +69,18 @@ class DataConfig(_Strict):
     # DataLoader workers of streamed datasets (large ImageFolders); None: min(8, CPUs - 1)
     num_workers: int | None = Field(None, ge=0)
 
+    @field_validator("val_split")
+    @classmethod
+    def _fraction_or_count(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("a fraction of the training images must be below 1, a count of "
+                             "images a whole number")
+        return v
+
     @field_validator("augmentation")
     @classmethod
     def _known_augmentation(cls, v: str | list[str]) -> str | list[str]:
-        from .data import augment
+        from ..data import augment
 
         augment.resolve(v)
         return v
@@ -132,7 +106,7 @@ class DataConfig(_Strict):
 
 
 # -------------------------------------------------------------------- model
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """``model:`` an architecture from the registry plus its keyword arguments.
 
     ``drop_rate``, ``act_layer`` and ``norm_layer`` are common to every model;
@@ -190,7 +164,7 @@ class ModelConfig(_Strict):
 
 
 # -------------------------------------------------------------------- train
-class SchedulerConfig(_Strict):
+class SchedulerConfig(Strict):
     """``train.scheduler:`` a name (shorthand) or a table.
 
     ``milestones`` below 1 are fractions of ``max_epochs`` (DenseNet's 50%/75%).
@@ -211,7 +185,7 @@ class SchedulerConfig(_Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
-class EarlyStoppingConfig(_Strict):
+class EarlyStoppingConfig(Strict):
     """``train.early_stopping:`` ``true``/``false`` or a table (Lightning's EarlyStopping)."""
 
     enabled: bool = False
@@ -225,7 +199,7 @@ class EarlyStoppingConfig(_Strict):
         return {"enabled": v} if isinstance(v, bool) else v
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """``train:`` optimization and the Lightning Trainer."""
 
     max_epochs: int = Field(20, ge=1)
@@ -252,50 +226,32 @@ class TrainConfig(_Strict):
     # trial; costs the imports of a fresh process (seconds). DDP trials always do.
     isolate: bool = False
 
-
-# ------------------------------------------------------------------- search
-class SearchParam(_Strict):
-    """One search-space entry: ``{type: float|int|categorical, low, high, log, step, choices}``.
-
-    ``allow_zero`` on a log-scale float searches one extra decade below ``low``
-    whose values are mapped to exactly 0 (weight decay "0 allowed").
-    """
-
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: list[Any] | None = None
-    allow_zero: bool = False
-
-    @model_validator(mode="before")
+    @field_validator("limit_train_batches", "limit_val_batches")
     @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, list):  # [a, b, c] -> categorical
-            return {"type": "categorical", "choices": v}
+    def _batches(cls, v: int | float | None) -> int | float | None:
+        if v is None:
+            return v
+        if isinstance(v, float) and not 0 < v <= 1:
+            raise ValueError("a fraction of the batches must be in (0, 1]; a count, an int >= 1")
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1 batch (or a fraction in (0, 1])")
         return v
 
-    @model_validator(mode="after")
-    def _consistent(self) -> SearchParam:
-        if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("categorical entries need a non-empty 'choices' list")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError(f"{self.type} entries need 'low' and 'high'")
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) is above high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("log-scale entries need low > 0 (use allow_zero for 0)")
-        if self.log and self.step is not None:
-            raise ValueError("'step' and 'log' cannot be combined")
-        if self.allow_zero and not (self.type == "float" and self.log):
-            raise ValueError("allow_zero is for log-scale float entries")
-        return self
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: int | str | list[int]) -> int | str | list[int]:
+        if isinstance(v, int) and not (v == -1 or v >= 1):
+            raise ValueError("must be a count >= 1, -1 (all), 'auto', or a list of device ids")
+        if isinstance(v, list) and (not v or any(i < 0 for i in v)):
+            raise ValueError("a list of device ids must be non-empty and >= 0")
+        if isinstance(v, str) and v.strip() != "auto" and not all(
+                p.strip().isdigit() for p in v.split(",") if p.strip()):
+            raise ValueError("must be a count, 'auto', or device ids like '0,1'")
+        return v
 
 
-class SamplerConfig(_Strict):
+# ------------------------------------------------------------------- search
+class SamplerConfig(Strict):
     """``search.sampler:`` a name or ``{name, seed, options}`` (Optuna's samplers)."""
 
     name: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
@@ -308,7 +264,7 @@ class SamplerConfig(_Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
-class PrunerConfig(_Strict):
+class PrunerConfig(Strict):
     """``search.pruner:`` a name or ``{name, options}`` (Optuna's pruners)."""
 
     name: Literal[PRUNERS] = "median"  # type: ignore[valid-type]
@@ -320,7 +276,7 @@ class PrunerConfig(_Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
-class SearchConfig(_Strict):
+class SearchConfig(Strict):
     """``search:`` what Optuna samples and how long it searches."""
 
     n_trials: int | None = Field(20, ge=1)
@@ -342,7 +298,7 @@ class SearchConfig(_Strict):
 
 
 # ----------------------------------------------------------------- tracking
-class TrackingConfig(_Strict):
+class TrackingConfig(Strict):
     """``tracking:`` where MLflow runs go."""
 
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
@@ -352,14 +308,14 @@ class TrackingConfig(_Strict):
     log_checkpoints: bool = False  # log every trial's model (large!)
 
 
-class ReportConfig(_Strict):
+class ReportConfig(Strict):
     """``report:`` the dashboard written at the end of ``hpstudy run``."""
 
     enabled: bool = True
-    dir: str = "dashboards"
+    dir: str = DEFAULT_REPORT_DIR
 
 
-class StudyConfig(_Strict):
+class StudyConfig(Strict):
     """A whole study file."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=128)
@@ -379,16 +335,30 @@ class StudyConfig(_Strict):
 
     def tracking_uri(self, flag: str | None = None) -> str:
         """Flag > study file > $MLFLOW_TRACKING_URI > default SQLite store."""
-        return flag or self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-            DEFAULT_TRACKING_URI
+        return flag or self.tracking.uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
 
     def storage_url(self, flag: str | None = None) -> str:
         """Flag > study file > $HPSTUDY_STORAGE > default SQLite storage."""
-        return flag or self.storage or os.environ.get("HPSTUDY_STORAGE") or DEFAULT_STORAGE
+        return flag or self.storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
-    def with_overrides(self, params: dict[str, Any], source: str = "trial") -> StudyConfig:
-        """A copy with dotted-key values applied and validated (a concrete trial config)."""
+    def with_overrides(self, params: dict[str, Any], source: str = "--set") -> StudyConfig:
+        """A copy with dotted-key values applied, validated as a whole study (space included)."""
         return apply_overrides(self.to_dict(), params, source=source)
+
+    def concrete(self, params: dict[str, Any], source: str = "trial") -> StudyConfig:
+        """A trial's concrete config: this (validated) study with ``params`` applied.
+
+        Only the schema runs (types, ranges, names): the study's space was
+        validated once, value by value, when the study was loaded, so neither
+        the space nor a model build is checked again (about a millisecond, not
+        tens of them). A combination of values no single probe could catch (a
+        depth and a width that cannot be built together) fails the trial when
+        its model is built, with the builder's message as the reason.
+        """
+        data = self.to_dict()
+        for key, value in params.items():
+            set_dotted(data, key, value, source)
+        return from_dict(data, source, concrete=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, shorthands expanded (round-trips through :func:`from_dict`)."""
@@ -399,47 +369,24 @@ class StudyConfig(_Strict):
 
 
 # ----------------------------------------------------------- loading/overrides
-def resolve_key(key: str) -> str:
-    """Canonical dotted key (``lr`` -> ``train.lr``)."""
-    return ALIASES.get(key, key)
+def from_dict(raw: Any, source: str = "<dict>", *, concrete: bool = False) -> StudyConfig:
+    """Validate plain data into a :class:`StudyConfig`, raising :class:`ConfigError`.
 
-
-def _loc(err: dict[str, Any]) -> str:
-    parts = [str(p) for p in err.get("loc", ()) if not str(p).startswith("function-")]
-    # drop pydantic's union-branch markers like "str" / "list[str]" / "int"
-    clean = [p for p in parts if not any(c in p for c in "[]") and p not in
-             ("str", "int", "float", "bool", "list", "dict", "SearchParam", "constrained-str")]
-    return ".".join(clean) or "(top level)"
-
-
-def _first_error(e: ValidationError) -> tuple[str, str]:
-    err = e.errors(include_url=False)[0]
-    msg = err.get("msg", "invalid value")
-    msg = msg.removeprefix("Value error, ")
-    if err.get("type") == "extra_forbidden":
-        msg = "unknown key"
-    elif "input" in err and err.get("type") not in ("missing",) and not isinstance(
-        err["input"], dict
-    ):
-        msg = f"{msg} (got {err['input']!r})"
-    return _loc(err), msg
-
-
-def from_dict(raw: Any, source: str = "<dict>") -> StudyConfig:
-    """Validate plain data into a :class:`StudyConfig`, raising :class:`ConfigError`."""
+    Args:
+        raw: the parsed study file (or a config's ``to_dict()``).
+        source: the file or flag named in messages.
+        concrete: a trial's config derived from an already validated study:
+            check the schema only (see :meth:`StudyConfig.concrete`).
+    """
     if not isinstance(raw, dict):
         raise ConfigError(source, None, "a study file must be a YAML mapping (key: value)")
     try:
-        cfg = StudyConfig.model_validate(raw)
-    except ValidationError as e:
-        field, msg = _first_error(e)
-        raise ConfigError(source, field, msg) from None
+        cfg = validate(StudyConfig, raw, source)
     except (_models.UnknownModelError, _data.DatasetError) as e:
         raise ConfigError(source, None, str(e)) from None
-    check_model_builds(cfg, source)
-    from .search.space import validate_space  # the space refers to config keys
-
-    validate_space(cfg, source)
+    if not concrete:
+        check_model_builds(cfg, source)
+        validate_space(cfg, source)
     return cfg
 
 
@@ -458,6 +405,32 @@ def check_model_builds(cfg: StudyConfig, source: str) -> None:
             )
     except Exception as e:  # the builder's own complaint, e.g. a bad depth
         raise ConfigError(source, "model", f"'{cfg.model.arch}' cannot be built: {e}") from None
+
+
+def validate_space(cfg: StudyConfig, source: str) -> None:
+    """Check once per study that every value each space entry can take makes a valid config.
+
+    Every choice (or both bounds, and 0 for ``allow_zero``) is applied alone to
+    the base config and validated with a model build; enqueued trials may only
+    name keys of the space.
+    """
+    space = resolve_space(cfg.search.space, source)
+    base = cfg.to_dict()
+    probe_base = base | {"search": {**base["search"], "space": "none", "enqueue": []}}
+    for key, p in space.items():
+        for value in p.probe_values():
+            try:
+                apply_overrides(probe_base, {key: value}, source=source)
+            except ConfigError as e:
+                raise ConfigError(
+                    source, f"search.space.{key}",
+                    f"value {value!r} is not valid for {e.field or key}: {e.message}",
+                ) from None
+    for i, params in enumerate(cfg.search.enqueue):
+        for key in params:
+            if resolve_key(key) not in space:
+                raise ConfigError(source, f"search.enqueue[{i}].{key}",
+                                  f"not a key of the search space ({', '.join(space)})")
 
 
 def set_dotted(d: dict[str, Any], key: str, value: Any, source: str) -> None:
@@ -503,20 +476,9 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Safely load a YAML file, raising :class:`ConfigError` naming the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(str(path), None, "no such study file")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else None
-        raise ConfigError(str(path), where, f"not valid YAML: {getattr(e, 'problem', e)}") from None
-    if raw is None:
-        raise ConfigError(str(path), None, "the file is empty")
-    return raw
+def set_source(overrides: dict[str, Any]) -> str:
+    """How messages name a set of ``--set`` overrides."""
+    return "--set " + " ".join(f"{k}={v}" for k, v in overrides.items())
 
 
 def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> StudyConfig:
@@ -532,8 +494,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = 
     cfg = from_dict(read_yaml(path), str(path))  # the file alone must be valid: errors name the file
     if overrides:
         ov = parse_set(overrides) if isinstance(overrides, list) else dict(overrides)
-        src = "--set " + " ".join(f"{k}={v}" for k, v in ov.items())
-        cfg = apply_overrides(cfg.to_dict(), ov, source=src)
+        cfg = apply_overrides(cfg.to_dict(), ov, source=set_source(ov))
     return cfg
 
 

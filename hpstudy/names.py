@@ -1,0 +1,85 @@
+"""The contract's names, in one leaf module (DESIGN.md, "Contracts others rely on").
+
+Every MLflow tag, param and metric name, every Optuna user-attr key, the
+per-epoch history keys and the default store URIs that more than one module
+reads or writes are defined here, and only here. This module imports nothing,
+so every layer (config, train, track, search, analyze, report, cli) can
+import it.
+"""
+
+from __future__ import annotations
+
+# ----------------------------------------------------------------- defaults
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # MLflow store (artifacts in mlruns/artifacts)
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"  # Optuna storage
+DEFAULT_REPORT_DIR = "dashboards"  # dashboards land in <dir>/<study>/index.html
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+STORAGE_ENV = "HPSTUDY_STORAGE"
+
+# ------------------------------------------------------------ history/metrics
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
+"""Keys of one epoch's record (the history is the single source of truth downstream)."""
+EPOCH_METRICS = HISTORY_KEYS[1:]
+"""MLflow metrics logged once per epoch (step = epoch)."""
+CURVE_KEYS = HISTORY_KEYS[1:5]
+"""The four learning-curve values of a record."""
+OBJECTIVE_METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+"""Metrics a study can optimize and their directions."""
+
+# summary metrics logged when a run ends
+METRIC_BEST_VAL_ACC = "best_val_acc"
+METRIC_BEST_VAL_LOSS = "best_val_loss"
+METRIC_BEST_EPOCH = "best_epoch"
+PARAM_NUM_PARAMS = "model.num_params"
+
+# ------------------------------------------------------------------ states
+COMPLETE, PRUNED, FAIL, KILLED, RUNNING = "COMPLETE", "PRUNED", "FAIL", "KILLED", "RUNNING"
+STATE_TO_RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "FINISHED", FAIL: "FAILED",
+                       KILLED: "KILLED", RUNNING: "RUNNING"}
+"""hpstudy's trial states (Optuna's words) -> MLflow run statuses."""
+
+# -------------------------------------------------------------- MLflow tags
+TAG_KIND = "hpstudy.kind"  # what a run is: one of the KIND_* values
+KIND_STUDY = "study"  # a study's parent run
+KIND_TRIAL = "trial"  # one Optuna trial
+KIND_TRAIN = "train"  # `hpstudy train`
+KIND_ABLATION = "ablation"  # one (cell, seed) of an ablation
+KIND_ABLATION_SUMMARY = "ablation_summary"  # an ablation's summary run
+TAG_STATE = "hpstudy.state"  # COMPLETE / PRUNED / FAIL / KILLED (RUNNING while it runs)
+TAG_DIAGNOSIS = "hpstudy.diagnosis"  # the verdict
+TAG_FAIL_REASON = "hpstudy.fail_reason"  # why a run failed or was stopped
+TAG_STUDY = "optuna.study_name"
+TAG_TRIAL_NUMBER = "optuna.trial_number"
+TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own nesting tag
+TAG_ABLATION = "hpstudy.ablation"
+TAG_CELL = "hpstudy.cell"
+TAG_CELL_LABEL = "hpstudy.cell_label"
+TAG_SEED = "hpstudy.seed"
+TAG_CONFIG_HASH = "hpstudy.config_hash"
+TAG_FACTOR_PREFIX = "hpstudy.factor."
+
+# ------------------------------------------------------ Optuna user attrs
+ATTR_PARENT_RUN = "mlflow_parent_run_id"  # study: the study's parent MLflow run
+ATTR_CONFIG = "config_yaml"  # study: its base config, so `hpstudy worker NAME` needs no file
+ATTR_RUN_ID = "mlflow_run_id"  # trial: its MLflow run
+ATTR_DIAGNOSIS = "diagnosis"  # trial: the verdict
+ATTR_DIAGNOSIS_DETAIL = "diagnosis_detail"  # trial: verdict, reason, evidence, advice
+ATTR_BEST_EPOCH = "best_epoch"  # trial: the epoch of the study metric's best value
+ATTR_NUM_PARAMS = "num_params"
+ATTR_STATUS = "status"  # trial: how the fit ended (completed, early_stopped, pruned, diverged)
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_CHECKPOINT = "checkpoint"  # trial: runs:/ URI of its kept weights
+ATTR_RETRY_OF = "retry_of"  # trial: the number of the lost trial it retries
+SYSATTR_OWNER = "hpstudy:owner"  # trial system attr: host, pid, start time of its process
+TRIAL_ATTRS = (ATTR_RUN_ID, ATTR_DIAGNOSIS, ATTR_BEST_EPOCH, ATTR_NUM_PARAMS, ATTR_STATUS,
+               ATTR_FAIL_REASON)
+"""User attrs that the collect API turns into columns."""
+
+
+def trial_run_name(number: int) -> str:
+    """The MLflow run name of trial ``number``: ``trial-0007``."""
+    return f"trial-{number:04d}"
+
+# ------------------------------------------------------------------ ablations
+ABLATION_DESIGNS = ("one_at_a_time", "full_factorial")
+ABLATION_METRICS = ("best_val_acc", "best_val_loss", "test_acc", "test_loss")

@@ -1,0 +1,147 @@
+"""The Optuna objective: sample once, run the concrete config, record it.
+
+A short driver over :func:`hpstudy.train.execute` (one way to run a config)
+and :func:`hpstudy.track.tracked_run` (one way to record it). Sampling happens
+here, once per trial, in the process that talks to Optuna; the concrete config
+is what gets trained (and what DDP ranks receive), so every rank trains the
+same hyperparameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from .._proc import interruption
+from ..config import resolve_space, trial_params
+from ..names import (
+    ATTR_CHECKPOINT,
+    ATTR_FAIL_REASON,
+    ATTR_RUN_ID,
+    COMPLETE,
+    FAIL,
+    PRUNED,
+    trial_run_name,
+)
+from ..track import registry as _registry
+from ..track import tracked_run, trial_tags
+from ..track.run import failure_reason
+from ..train import FitResult, checkpoint_from_fit, execute, release_memory
+from . import space as _space
+from .storage import fail_trial, record_owner
+
+if TYPE_CHECKING:
+    from .study import StudySession
+
+_log = logging.getLogger("hpstudy")
+
+
+class TrialFailed(RuntimeError):
+    """A trial ended without a usable result (e.g. diverged); its reason is recorded."""
+
+
+class Objective:
+    """The Optuna objective of an open study session (see the module docstring)."""
+
+    def __init__(self, session: StudySession):
+        self.session = session
+        self.cfg = session.cfg
+        self.space = resolve_space(self.cfg.search.space)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            trial.set_user_attr(ATTR_FAIL_REASON, failure_reason(e))
+            raise  # Optuna records FAIL (the study catches Exception) and goes on
+        except BaseException as e:
+            stop = interruption(e)
+            if stop is None:
+                raise
+            # Optuna leaves a trial RUNNING for anything but Exception/KeyboardInterrupt:
+            # record it FAIL with the reason ourselves, then stop the study
+            s = self.session
+            fail_trial(s.storage, s.study.study_name, trial.number, stop.reason)
+            raise stop from None
+        finally:
+            release_memory()
+
+    def _run(self, trial: optuna.Trial) -> float:
+        s, n = self.session, trial.number
+        record_owner(s.storage, s.study.study_name, n)  # a rerun can tell when it died
+        tcfg = self.cfg.concrete(_space.suggest(trial, self.space), source=f"trial {n}")
+        with tracked_run(s.tracker, trial_run_name(n), tags=trial_tags(self.cfg.name, n),
+                         params=trial_params(tcfg), parent_id=s.parent_run_id) as run:
+            trial.set_user_attr(ATTR_RUN_ID, run.id)
+            result = execute(tcfg, [run.log_epoch, self._reporter(trial)],
+                             label=f"{self.cfg.name}-{trial_run_name(n)}",
+                             on_failure_log=run.log_artifact)
+            self._keep_checkpoint(trial, run.id, result)
+            attrs = run.record(result, tcfg)
+        for k, v in attrs.items():
+            if v is not None:
+                trial.set_user_attr(k, v)
+        if result.state == PRUNED:
+            raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
+        if result.state == FAIL:
+            trial.set_user_attr(ATTR_FAIL_REASON, result.failure)
+            raise TrialFailed(result.failure)
+        return float(result.value)  # type: ignore[arg-type]
+
+    def _reporter(self, trial: optuna.Trial) -> Any:
+        """The pruning hook: report the epoch's objective, say whether to stop."""
+        metric = self.cfg.search.metric
+
+        def report(record: dict[str, Any]) -> bool:
+            value = record[metric]
+            if not math.isfinite(value):
+                return False
+            trial.report(value, record["epoch"])
+            return trial.should_prune()
+
+        return report
+
+    def _keep_checkpoint(self, trial: optuna.Trial, run_id: str, result: FitResult) -> None:
+        """Leave the trial's best weights on its run when they may be wanted later.
+
+        Every trial with weights keeps them when ``tracking.log_checkpoints`` is
+        set; otherwise only a COMPLETE trial better than the study's best so far
+        does (``tracking.register_best``): the best trial is known only at the
+        end, and this process may be the only one that has its weights.
+        """
+        t = self.cfg.tracking
+        in_process = result.module is not None and result.datamodule is not None
+        if result.best_epoch is None or not (in_process or result.checkpoint):
+            return  # no epoch finished, or a child process kept no weights
+        wanted = t.log_checkpoints and result.state != FAIL
+        if not wanted and t.register_best and result.state == COMPLETE:
+            wanted = _improves(trial.study, float(result.value))  # type: ignore[arg-type]
+        if not wanted:
+            return
+        try:
+            meta = {"study": self.cfg.name, "trial_number": trial.number}
+            if in_process:
+                ckpt = checkpoint_from_fit(result, meta)
+            else:
+                ckpt = {**result.checkpoint, "meta": {**result.checkpoint["meta"], **meta}}
+            uri = _registry.log_checkpoint(self.session.tracker, run_id, ckpt)
+            trial.set_user_attr(ATTR_CHECKPOINT, uri)
+        except Exception as e:  # noqa: BLE001 - a lost checkpoint must not fail the trial
+            _log.warning("trial %d: checkpoint not logged: %s: %s", trial.number,
+                         type(e).__name__, e)
+
+
+def _improves(study: optuna.Study, value: float) -> bool:
+    """Whether ``value`` beats the study's best COMPLETE trial (True when there is none)."""
+    try:
+        best = study.best_value
+    except ValueError:
+        return math.isfinite(value)
+    if study.direction == optuna.study.StudyDirection.MAXIMIZE:
+        return value > best
+    return value < best

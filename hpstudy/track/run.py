@@ -1,0 +1,159 @@
+"""One tracked run: :func:`tracked_run` starts an MLflow run and closes it whatever happens.
+
+Every driver records its run the same way::
+
+    with tracked_run(tracker, "trial-0007", tags=..., params=..., parent_id=...) as run:
+        result = execute(cfg, hooks=[run.log_epoch, ...])
+        run.record(result, cfg)        # summary metrics, tags, artifacts, diagnosis; ends it
+
+An exception or a signal inside the block ends the run ``FAIL`` (status
+FAILED) or ``KILLED`` with the reason in ``hpstudy.fail_reason`` and the full
+traceback as the ``error.txt`` artifact, then propagates. A block that leaves
+without recording ends the run ``FAIL`` ("ended without a result").
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .._proc import interruption
+from ..names import (
+    ATTR_BEST_EPOCH,
+    ATTR_DIAGNOSIS,
+    ATTR_DIAGNOSIS_DETAIL,
+    ATTR_NUM_PARAMS,
+    ATTR_STATUS,
+    COMPLETE,
+    FAIL,
+    KILLED,
+    METRIC_BEST_EPOCH,
+    METRIC_BEST_VAL_ACC,
+    METRIC_BEST_VAL_LOSS,
+    PARAM_NUM_PARAMS,
+    TAG_DIAGNOSIS,
+    TAG_FAIL_REASON,
+)
+from .tracker import Tracker, history_csv
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for a run that ended with ``exc`` (``interrupted: SIGTERM``, ``ValueError: ...``)."""
+    stop = interruption(exc)
+    if stop is not None:
+        return stop.reason
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def diagnose_result(result: Any, num_classes: int | None) -> dict[str, Any] | None:
+    """The course's reading of a result's learning curves (None without curves or classes)."""
+    if not num_classes or not result.history:
+        return None
+    from ..analyze import diagnose
+
+    return diagnose(result.history, int(num_classes)).to_dict()
+
+
+class TrackedRun:
+    """An open MLflow run: log epochs, then record the result (which ends it)."""
+
+    def __init__(self, tracker: Tracker, run_id: str):
+        self.tracker, self.id = tracker, run_id
+        self.state: str | None = None  # set when the run has ended
+
+    @property
+    def ended(self) -> bool:
+        return self.state is not None
+
+    def log_epoch(self, record: dict[str, Any]) -> bool:
+        """All metrics of one epoch in one call (an epoch hook: never asks to stop)."""
+        self.tracker.log_epoch(self.id, record)
+        return False
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.tracker.log_artifact(self.id, path, artifact_path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.tracker.set_tags(self.id, tags)
+
+    def record(self, result: Any, cfg: Any, *, state: str | None = None,
+               tags: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Log a finished fit and end the run; returns the facts the caller keeps (user attrs).
+
+        Logs the model size and data facts as params, the dataset as an input,
+        the summary metrics (``best_val_acc``, ``best_val_loss``, ``best_epoch``,
+        test metrics), ``config.yaml`` and ``history.csv``, the diagnosis tag,
+        then ends the run with ``state`` (default: ``result.state``).
+        """
+        state = state or result.state
+        t = self.tracker
+        t.log_params(self.id, {PARAM_NUM_PARAMS: result.num_params, **result.data_info})
+        t.log_dataset(self.id, cfg.to_dict()["data"], result.data_info)
+        summary: dict[str, float] = {}
+        if result.best_epoch is not None:
+            summary[METRIC_BEST_VAL_ACC] = result.best["val_acc"]
+            summary[METRIC_BEST_VAL_LOSS] = result.best["val_loss"]
+            summary[METRIC_BEST_EPOCH] = result.best_epoch
+        summary.update(result.test or {})
+        t.log_metrics(self.id, summary, step=result.best_epoch or 0)
+        t.log_text(self.id, cfg.to_yaml(), "config.yaml")
+        t.log_text(self.id, history_csv(result.history), "history.csv")
+        attrs: dict[str, Any] = {ATTR_BEST_EPOCH: result.best_epoch,
+                                 ATTR_NUM_PARAMS: result.num_params, ATTR_STATUS: result.status,
+                                 **(result.test or {})}
+        all_tags: dict[str, Any] = dict(tags or {})
+        diag = diagnose_result(result, result.data_info.get("data.num_classes"))
+        if diag is not None:
+            all_tags[TAG_DIAGNOSIS] = diag["verdict"]
+            attrs[ATTR_DIAGNOSIS] = diag["verdict"]
+            attrs[ATTR_DIAGNOSIS_DETAIL] = diag
+        if state == FAIL:
+            all_tags[TAG_FAIL_REASON] = result.failure or result.reason or "failed"
+        self.end(state, all_tags)
+        return attrs
+
+    def end(self, state: str, tags: dict[str, Any] | None = None) -> None:
+        """Tag the final state and terminate the run (idempotent)."""
+        if self.ended:
+            return
+        self.tracker.end_run(self.id, state, tags)
+        self.state = state
+
+    def fail(self, exc: BaseException) -> str:
+        """End the run for ``exc``: KILLED for a signal, FAIL otherwise; returns the reason."""
+        reason = failure_reason(exc)
+        if not self.ended:
+            tb = "".join(traceback.format_exception(exc))
+            try:
+                self.tracker.log_text(self.id, tb, "error.txt")
+            except Exception:  # noqa: BLE001 - the state below matters more
+                pass
+            state = KILLED if interruption(exc) is not None else FAIL
+            self.end(state, {TAG_FAIL_REASON: reason})
+        return reason
+
+
+@contextmanager
+def tracked_run(tracker: Tracker, name: str, *, tags: dict[str, Any],
+                params: dict[str, Any], parent_id: str | None = None) -> Iterator[TrackedRun]:
+    """Start a run (name, tags, params; nested under ``parent_id``) and always close it.
+
+    Yields:
+        The :class:`TrackedRun`. Leaving the block by an exception or a signal
+        ends it KILLED or FAILED with the reason (and re-raises); leaving it
+        normally without :meth:`TrackedRun.record` ends it FAIL.
+    """
+    run = TrackedRun(tracker, tracker.start_run(name, tags, params, parent_id=parent_id))
+    try:
+        yield run
+    except BaseException as e:
+        run.fail(e)
+        raise
+    if not run.ended:
+        run.end(FAIL, {TAG_FAIL_REASON: "ended without a result"})
+
+
+__all__ = ["COMPLETE", "TrackedRun", "diagnose_result", "failure_reason", "tracked_run"]
