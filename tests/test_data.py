@@ -152,6 +152,8 @@ def test_cifar10_unpacks_a_downloaded_archive(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(made, arcname="cifar-10-batches-py")
     check_dataset("cifar10", root=str(tmp_path))  # the archive counts as present
+    check_dataset("cifar10", root=str(tmp_path), val_split=0.2, subset=10**6)  # split: at load
+    assert not (tmp_path / "cifar-10-batches-py").exists()  # the check extracts nothing
     raw = load_dataset("cifar10", root=str(tmp_path))
     assert (tmp_path / "cifar-10-batches-py" / "data_batch_5").is_file()
     assert raw.train_x.shape == (20, 3, 32, 32)

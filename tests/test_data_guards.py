@@ -1,4 +1,4 @@
-"""The data layer's guards: untrusted files.
+"""The data layer's guards: untrusted files and splits that cannot work.
 
 Every file is real (generated in tmp_path in the on-disk format users download);
 crafted pickles carry a real payload that touches a marker file, and a control
@@ -18,11 +18,19 @@ from fakedata import (
     py2_pickle,
     write_cifar10,
     write_cifar100,
+    write_image_folder,
+    write_mnist,
+    write_svhn,
 )
 
 from hpstudy.data import (
     DatasetError,
+    ImageDataModule,
+    check_dataset,
+    dataset_labels,
     load_dataset,
+    plan_split,
+    stratified_split,
 )
 from hpstudy.data._files import cache_file, fingerprint
 
@@ -72,6 +80,10 @@ def test_crafted_cifar_pickle_runs_nothing_and_is_refused_by_name(
     assert "posix.system" in msg and "\n" not in msg
     assert not marker.exists()
     assert not (tmp_path / ".hpstudy_cache").exists()  # nothing cached from a refused file
+    if "batch_1" in file or file.endswith("/train"):  # the split check reads these too
+        with pytest.raises(DatasetError, match="refusing to read"):
+            check_dataset(name, root=str(tmp_path), val_split=0.2)
+        assert not marker.exists()
 
 
 @pytest.mark.parametrize("payload", [
@@ -145,3 +157,138 @@ def test_a_crafted_tensor_cache_runs_nothing_and_is_rebuilt(tmp_path: Path) -> N
         raw = load_dataset("cifar10", root=str(tmp_path))
     assert raw.info["cache"] == str(path) and raw.train_x.shape == (20, 3, 32, 32)
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------ split checks
+def _one_image_class(tmp_path: Path) -> Path:
+    folder = write_image_folder(tmp_path / "imgs", classes=("ant", "bee", "cat"), n_per_class=5,
+                                size=8)
+    for f in sorted((folder / "bee").iterdir())[1:]:
+        f.unlink()
+    return folder
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(val_split=0.1), r"data.val_split=0.1 gives 6 validation images for the 10 classes "
+                          r"of mnist; every class needs one \(use at least 10\)"),
+    (dict(val_split=55), r"data.val_split=55 leaves 5 training images for the 10 classes"),
+    (dict(val_split=0.001), r"data.val_split=0.001 leaves no validation images out of the 60"),
+    (dict(val_split=60), r"data.val_split=60 leaves no training images out of the 60"),
+    (dict(subset=49), r"data.subset=49 is more than the 48 training images of mnist left "
+                      r"after the validation split"),
+    (dict(subset=7), r"data.subset=7 is fewer than the 10 classes of mnist"),
+    (dict(val_split=0, subset=61), r"data.subset=61 is more than the 60 training images of mnist$"),
+])
+def test_splits_that_cannot_work_are_refused_before_loading(
+    tmp_path: Path, kw: dict, message: str
+) -> None:
+    write_mnist(tmp_path, n_train=60, n_test=10)
+    with pytest.raises(DatasetError, match=message) as e:
+        check_dataset("mnist", root=str(tmp_path), **kw)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / ".hpstudy_cache").exists()  # checked on the labels file alone
+    with pytest.raises(DatasetError, match=message):  # the data module says the same
+        ImageDataModule(dataset="mnist", root=str(tmp_path), **kw).prepare()
+
+
+def test_a_class_with_a_single_image_cannot_be_split(tmp_path: Path) -> None:
+    folder = _one_image_class(tmp_path)
+    opts = {"path": str(folder), "image_size": 8}
+    with pytest.raises(DatasetError, match=r"data.val_split=0.2: class 1 \('bee'\) of "
+                                           r"image_folder has a single training image"):
+        ImageDataModule(dataset="image_folder", root=str(tmp_path), options=opts).prepare()
+    with pytest.raises(DatasetError, match="class 1 of image_folder has a single"):
+        check_dataset("image_folder", root=str(tmp_path), val_split=0.2, **opts)
+    # no validation split: nothing to split, every image trains
+    dm = ImageDataModule(dataset="image_folder", root=str(tmp_path), val_split=0, options=opts)
+    assert dm.describe()["data.n_train"] == 11
+
+
+def test_small_classes_keep_an_image_on_both_sides() -> None:
+    """Proportional shares would give the two small classes no validation image."""
+    y = torch.tensor([0] * 95 + [1] * 3 + [2] * 2)
+    plain_tr, plain_va = stratified_split(y, 10, seed=0)
+    assert torch.bincount(y[plain_va], minlength=3).tolist() == [10, 0, 0]
+    tr, va = stratified_split(y, 10, seed=0, min_train=1, min_val=1)
+    assert torch.bincount(y[va], minlength=3).tolist() == [8, 1, 1]
+    assert torch.bincount(y[tr], minlength=3).tolist() == [87, 2, 1]
+    assert len(set(tr.tolist()) | set(va.tolist())) == 100
+    plan = plan_split(y, val_split=10, seed=0)
+    assert torch.equal(plan.val, va) and torch.equal(plan.train, tr)
+    # where the proportional split already keeps every class, the bounds change nothing
+    y2 = torch.arange(600) % 10
+    assert all(torch.equal(a, b) for a, b in zip(
+        stratified_split(y2, 100, seed=3), stratified_split(y2, 100, seed=3, min_train=1, min_val=1),
+        strict=True))
+    with pytest.raises(ValueError, match="cannot draw 2"):
+        stratified_split(y, 2, seed=0, min_val=1)
+
+
+def test_val_split_zero_trains_on_everything_without_validation() -> None:
+    dm = ImageDataModule(dataset="digits", val_split=0, batch_size=100)
+    info = dm.describe()
+    assert (info["data.n_train"], info["data.n_val"]) == (1437, 0) and not dm.has_val
+    assert info["data.val_protocol"] == "none (val_split 0: all 1437 train images train)"
+    assert len(dm.val_dataloader()) == 0 and list(dm.val_dataloader()) == []
+    assert sum(len(b[1]) for b in dm.train_dataloader()) == 1437
+    sub = ImageDataModule(dataset="digits", val_split=0, subset=100)
+    assert (sub.describe()["data.n_train"], sub.describe()["data.n_val"]) == (100, 0)
+    assert torch.bincount(sub._splits["train"][1]).min() >= 9  # still stratified
+    check_dataset("digits", root="", val_split=0, subset=1437)
+
+
+def test_val_split_zero_keeps_a_validation_set_the_protocol_fixes(tmp_path: Path) -> None:
+    write_svhn(tmp_path, n_per_class={"train": 6, "test": 2, "extra": 5})
+    opts = {"svhn_extra": True, "val_per_class_train": 2, "val_per_class_extra": 1}
+    dm = ImageDataModule(dataset="svhn", root=str(tmp_path), val_split=0, options=opts)
+    assert dm.describe()["data.n_val"] == 30 and dm.has_val
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist", "cifar10", "cifar100", "svhn", "svhn_extra",
+                                  "image_folder", "image_folder_val", "synthetic"])
+def test_cheap_labels_are_the_loaded_labels(tmp_path: Path, name: str) -> None:
+    """The split check sees exactly the labels the data module splits."""
+    opts: dict = {}
+    if name == "mnist":
+        write_mnist(tmp_path, n_train=60, n_test=10, gz=True)
+    elif name.startswith("cifar"):
+        (write_cifar10 if name == "cifar10" else write_cifar100)(tmp_path)
+    elif name.startswith("svhn"):
+        write_svhn(tmp_path, n_per_class={"train": 6, "test": 2, "extra": 5})
+        if name == "svhn_extra":
+            opts = {"svhn_extra": True, "val_per_class_train": 2, "val_per_class_extra": 1}
+    elif name.startswith("image_folder"):
+        write_image_folder(tmp_path / "d" / "train", ("b", "a"), n_per_class=3, size=8)
+        if name == "image_folder_val":
+            write_image_folder(tmp_path / "d" / "val", ("a", "b"), n_per_class=2, size=8)
+        opts = {"path": str(tmp_path / "d"), "image_size": 8}
+    elif name == "synthetic":
+        opts = {"n_classes": 7, "n_samples": 70, "image_size": 8, "label_noise": 0.2,
+                "generator_seed": 3}
+    dataset = name.removesuffix("_extra").removesuffix("_val")
+    labels = dataset_labels(dataset, root=str(tmp_path), seed=5, **opts)
+    assert not (tmp_path / ".hpstudy_cache").exists()
+    raw = load_dataset(dataset, root=str(tmp_path), seed=5, **opts)
+    assert torch.equal(labels[0], raw.train_y)
+    assert (labels[1] is None) == (raw.val_y is None)
+    if raw.val_y is not None:
+        assert torch.equal(labels[1], raw.val_y)
+
+
+def test_the_split_check_reads_no_pixels(tmp_path: Path) -> None:
+    """Cheap: the check reads labels only, so images it cannot read do not matter to it."""
+    write_mnist(tmp_path, n_train=60, n_test=10, gz=False)
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"not images")
+    check_dataset("mnist", root=str(tmp_path), val_split=10)
+    write_svhn(tmp_path, splits=("train", "test"), n_per_class=20)
+    check_dataset("svhn", root=str(tmp_path), val_split=0.1, subset=100)
+    with pytest.raises(DatasetError, match="data.subset=181 is more than the 180"):
+        check_dataset("svhn", root=str(tmp_path), val_split=0.1, subset=181)
+    assert not (tmp_path / ".hpstudy_cache").exists()
+
+
+def test_check_waits_for_a_download_and_still_refuses_missing_folders(tmp_path: Path) -> None:
+    check_dataset("mnist", root=str(tmp_path), download=True, val_split=0.5, subset=10**6)
+    with pytest.raises(DatasetError, match="not a folder"):
+        check_dataset("image_folder", root=str(tmp_path), download=True, val_split=0.2,
+                      path=str(tmp_path / "nope"))

@@ -1,8 +1,8 @@
 """Datasets: a registry of loaders and one data module for all of them.
 
 Public surface: :func:`list_datasets`, :func:`describe_dataset`,
-:func:`check_dataset`, :func:`load_dataset`, :func:`register_dataset`,
-:class:`ImageDataModule`.
+:func:`check_dataset` (files and split, before anything is written), :func:`load_dataset`, :func:`register_dataset`,
+:class:`ImageDataModule` and :func:`plan_split`.
 
 Registered: ``digits`` (bundled), ``mnist``, ``fashion_mnist``, ``kmnist``,
 ``cifar10``, ``cifar100``, ``svhn``, ``image_folder`` and ``synthetic``.
@@ -17,6 +17,7 @@ from ._registry import (
     RawDataset,
     StreamDataset,
     check_dataset,
+    dataset_labels,
     dataset_options,
     describe_dataset,
     list_datasets,
@@ -29,8 +30,8 @@ from .module import (
     TensorLoader,
     channel_stats,
     data_root,
-    stratified_split,
 )
+from .split import SplitPlan, plan_split, stratified_split
 
 __all__ = [
     "AUGMENTATIONS",
@@ -39,15 +40,18 @@ __all__ = [
     "DatasetMeta",
     "ImageDataModule",
     "RawDataset",
+    "SplitPlan",
     "StreamDataset",
     "TensorLoader",
     "channel_stats",
     "check_dataset",
     "data_root",
+    "dataset_labels",
     "dataset_options",
     "describe_dataset",
     "list_datasets",
     "load_dataset",
+    "plan_split",
     "register_dataset",
     "stratified_split",
 ]

@@ -138,6 +138,21 @@ def _read(name: str, root: str) -> dict[str, Any]:
     return out
 
 
+def _train_labels(name: str, root: str) -> tuple[torch.Tensor, None] | None:
+    """The training labels, for the split check (reads the batches, builds no tensor cache).
+
+    ``None`` while the files are still in their archive: the check writes
+    nothing, so it leaves extracting (and checking the split) to the loader.
+    """
+    if _missing(name, root):
+        return None
+    folder = _folder(name, root)
+    ys: list[int] = []
+    for fname, _ in _tv(name).train_list:
+        ys.extend(_batch(name, folder / fname)[1])
+    return _labels_tensor(name, ys, folder), None
+
+
 def _load(name: str, root: str, download: bool) -> RawDataset:
     cls = _tv(name)
     folder = _folder(name, root)
@@ -175,6 +190,9 @@ def _register(name: str, n_classes: int) -> None:
     def describe(**_: object) -> DatasetMeta:
         return DatasetMeta(num_classes=n_classes, in_chans=3, image_size=32)
 
+    def labels(root: str) -> tuple[torch.Tensor, None] | None:
+        return _train_labels(name, root)
+
     def check(root: str, download: bool = False) -> None:
         _check(name, root, download)
 
@@ -182,7 +200,7 @@ def _register(name: str, n_classes: int) -> None:
         return _load(name, root, download)
 
     load.__doc__ = f"Load {name} from torchvision's pickle layout as uint8 tensors."
-    register_dataset(name, describe=describe, check=check)(load)
+    register_dataset(name, describe=describe, check=check, labels=labels)(load)
 
 
 _register("cifar10", 10)

@@ -19,7 +19,11 @@ def _describe(**_: object) -> DatasetMeta:
     return DatasetMeta(num_classes=10, in_chans=1, image_size=8)
 
 
-@register_dataset("digits", describe=_describe)
+def _labels(root: str) -> tuple[torch.Tensor, None]:
+    return load_digits(root).train_y, None  # the whole set is 1,797 tiny images: just load it
+
+
+@register_dataset("digits", describe=_describe, labels=_labels)
 def load_digits(root: str, download: bool = False) -> RawDataset:
     """Load sklearn digits as uint8 images (pixel values 0..16 scaled to 0..255)."""
     from sklearn.datasets import load_digits as _load

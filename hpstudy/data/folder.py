@@ -130,7 +130,18 @@ def _check(root: str, download: bool = False, path: str | None = None, **_: Any)
     _classes(_resolve(path))
 
 
-@register_dataset("image_folder", describe=_describe, check=_check)
+def _split_labels(root: str, path: str | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Training (and ``val/``) labels from the directory listing: no image is opened."""
+    folder = _resolve(path)
+    samples = _samples(folder, _classes(folder))
+
+    def targets(split: str) -> torch.Tensor:
+        return torch.tensor([label for _, label in samples[split]], dtype=torch.long)
+
+    return targets("train"), targets("val") if "val" in samples else None
+
+
+@register_dataset("image_folder", describe=_describe, check=_check, labels=_split_labels)
 def load_image_folder(
     root: str,
     download: bool = False,

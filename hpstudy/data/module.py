@@ -13,9 +13,10 @@ Two paths, one protocol:
   training batches only, applies the same tensor augmentations.
 
 Either way the validation split is carved from the training split (seeded,
-stratified) unless the dataset's protocol fixes it, normalization statistics
-come from the training split only, and the test split is served only when
-asked for (``train.evaluate_test``), never during selection.
+stratified, see :mod:`hpstudy.data.split`) unless the dataset's protocol fixes
+it or ``val_split`` is 0 (no validation), normalization statistics come from
+the training split only, and the test split is served only when asked for
+(``train.evaluate_test``), never during selection.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from . import augment as _augment
 from ._registry import RawDataset, StreamDataset, load_dataset
+from .split import SplitPlan, plan_split
 
 DEFAULT_ROOT = "~/.cache/hpstudy/data"
 CHUNK = 8192  # images converted to float at once: bounds the peak memory of normalization
@@ -43,29 +45,6 @@ STATS_SAMPLES = 4096  # training images read to estimate mean/std of a streamed 
 def data_root(root: str | None) -> str:
     """``root``, else ``$HPSTUDY_DATA``, else ``~/.cache/hpstudy/data`` (user expanded)."""
     return str(Path(root or os.environ.get("HPSTUDY_DATA") or DEFAULT_ROOT).expanduser())
-
-
-def stratified_split(
-    y: torch.Tensor, n_val: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, val) with ``n_val`` validation samples drawn per class in proportion."""
-    g = torch.Generator().manual_seed(seed)
-    classes, counts = torch.unique(y, return_counts=True)
-    # largest-remainder allocation so the per-class counts add up to n_val exactly
-    quota = counts.double() * n_val / len(y)
-    take = quota.floor().long()
-    rest = n_val - int(take.sum())
-    if rest > 0:
-        order = torch.argsort(quota - take.double(), descending=True)[:rest]
-        take[order] += 1
-    train_idx, val_idx = [], []
-    for c, k in zip(classes.tolist(), take.tolist(), strict=True):
-        idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        val_idx.append(idx[:k])
-        train_idx.append(idx[k:])
-    tr, va = torch.cat(train_idx), torch.cat(val_idx)
-    return tr[torch.randperm(len(tr), generator=g)], va.sort().values
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,8 +161,9 @@ class ImageDataModule(pl.LightningDataModule):
         root: data directory (``None``: ``$HPSTUDY_DATA`` or ``~/.cache/hpstudy/data``).
         batch_size: training batch size.
         val_split: fraction (<1) or count (>=1) of the training split held out
-            for validation, stratified and seeded; ignored when the dataset's
-            protocol fixes validation itself.
+            for validation, stratified and seeded; 0: no validation split (every
+            training image trains, the validation loader is empty); ignored when
+            the dataset's protocol fixes validation itself.
         seed: seed of the split and of the shuffling.
         augmentation: preset (``none standard strong``), one name, or a list.
         min_size: upsample images smaller than this side length (model metadata).
@@ -219,7 +199,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def prepare(self) -> None:
-        """Load, split and compute the normalization statistics once (idempotent)."""
+        """Load, split and compute the normalization statistics once (idempotent).
+
+        Raises:
+            DatasetError: bad files, or a split that cannot work.
+        """
         if self._ready:
             return
         raw = load_dataset(self.dataset, root=data_root(self.root), download=self.download,
@@ -235,54 +219,28 @@ class ImageDataModule(pl.LightningDataModule):
         self.input_size = max(self.native_size, self.min_size)
         self._ready = True
 
-    def _plan(
-        self, train_y: torch.Tensor, val_y: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Indices into train (kept for training, carved for validation) and into a fixed val.
-
-        Returns ``(train_idx, carved_val_idx, fixed_val_idx)``; exactly one of
-        the last two is ``None``. Sets ``self.val_protocol``.
-        """
-        n = len(train_y)
-        carved = fixed = None
-        if val_y is not None:
-            fixed = torch.arange(len(val_y))
-            train_idx = torch.arange(n)
-            self.val_protocol = self.raw_info.pop("val_protocol", "fixed by the dataset")
-        else:
-            n_val = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
-            if not 0 < n_val < n:
-                raise ValueError(
-                    f"data.val_split={self.val_split} leaves no train or no validation "
-                    f"samples out of {n}"
-                )
-            train_idx, carved = stratified_split(train_y, n_val, self.seed)
-            self.val_protocol = f"stratified {n_val} of {n} train images, seed {self.seed}"
-        if self.subset is not None and self.subset < len(train_idx):
-            # stratified subsets: tiny runs still see every class
-            _, keep = stratified_split(train_y[train_idx], self.subset, self.seed)
-            train_idx = train_idx[keep]
-            vy = val_y if fixed is not None else train_y[carved]
-            n_val = max(self.num_classes, min(len(vy), self.subset // 4))  # stay proportionate
-            if n_val < len(vy):
-                _, keep_val = stratified_split(vy, n_val, self.seed)
-                if fixed is not None:
-                    fixed = fixed[keep_val]
-                else:
-                    carved = carved[keep_val]
-            self.val_protocol += f"; subset: {self.subset} train / {n_val} val images"
-        return train_idx, carved, fixed
+    def _plan(self, train_y: torch.Tensor, val_y: torch.Tensor | None) -> SplitPlan:
+        """The split of this configuration (:func:`~hpstudy.data.split.plan_split`)."""
+        plan = plan_split(
+            train_y, val_y, val_split=self.val_split, subset=self.subset, seed=self.seed,
+            dataset=self.dataset, class_names=self.class_names,
+            fixed_protocol=self.raw_info.pop("val_protocol", "fixed by the dataset"),
+        )
+        self.val_protocol = plan.protocol
+        return plan
 
     def _prepare_tensors(self, raw: RawDataset) -> None:
-        train_idx, carved, fixed = self._plan(raw.train_y, raw.val_y)
-        if fixed is not None and len(train_idx) == len(raw.train_y):
-            tx, ty = raw.train_x, raw.train_y  # all of it, in order: no 2 GB copy for SVHN+extra
+        plan = self._plan(raw.train_y, raw.val_y)
+        if len(plan.train) == len(raw.train_y):
+            # every training image trains (fixed validation, or val_split 0), in order:
+            # no 2 GB copy for SVHN+extra
+            tx, ty = raw.train_x, raw.train_y
         else:
-            tx, ty = raw.train_x[train_idx], raw.train_y[train_idx]
-        if fixed is not None:
-            vx, vy = raw.val_x[fixed], raw.val_y[fixed]
+            tx, ty = raw.train_x[plan.train], raw.train_y[plan.train]
+        if plan.fixed_val is not None:
+            vx, vy = raw.val_x[plan.fixed_val], raw.val_y[plan.fixed_val]
         else:
-            vx, vy = raw.train_x[carved], raw.train_y[carved]
+            vx, vy = raw.train_x[plan.val], raw.train_y[plan.val]
         self.in_chans, self.native_size = int(tx.shape[1]), int(tx.shape[-1])
         self.mean, self.std = channel_stats(tx)  # the training split only
         self.norm_from = f"train split ({len(ty)} images)"
@@ -295,10 +253,11 @@ class ImageDataModule(pl.LightningDataModule):
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _prepare_stream(self, raw: StreamDataset) -> None:
-        train_idx, carved, fixed = self._plan(raw.train_targets, raw.val_targets)
+        plan = self._plan(raw.train_targets, raw.val_targets)
+        train_idx = plan.train
         train: Dataset = Subset(raw.train, train_idx.tolist())
-        val: Dataset = (Subset(raw.val, fixed.tolist()) if fixed is not None
-                        else Subset(raw.train, carved.tolist()))
+        val: Dataset = (Subset(raw.val, plan.fixed_val.tolist()) if plan.fixed_val is not None
+                        else Subset(raw.train, plan.val.tolist()))
         self._streams: dict[str, Dataset] = {"train": train, "val": val}
         if raw.test is not None:
             self._streams["test"] = raw.test
@@ -432,6 +391,12 @@ class ImageDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> TensorLoader | DataLoader:
         return self.dataloader("test")
+
+    @property
+    def has_val(self) -> bool:
+        """Whether there is a validation split (``val_split: 0`` means none)."""
+        self.prepare()
+        return self.sizes.val > 0
 
     @property
     def has_test(self) -> bool:
