@@ -1,4 +1,5 @@
-"""The data layer's guards: untrusted files and splits that cannot work.
+"""The data layer's guards: untrusted files, splits that cannot work, and
+augmentations a dataset's classes do not survive.
 
 Every file is real (generated in tmp_path in the on-disk format users download);
 crafted pickles carry a real payload that touches a marker file, and a control
@@ -26,12 +27,18 @@ from fakedata import (
 from hpstudy.data import (
     DatasetError,
     ImageDataModule,
+    augmentation_safe,
+    augmentations_for,
     check_dataset,
     dataset_labels,
+    describe_dataset,
+    list_datasets,
     load_dataset,
     plan_split,
+    safe_presets,
     stratified_split,
 )
+from hpstudy.data import augment as aug
 from hpstudy.data._files import cache_file, fingerprint
 
 
@@ -292,3 +299,53 @@ def test_check_waits_for_a_download_and_still_refuses_missing_folders(tmp_path: 
     with pytest.raises(DatasetError, match="not a folder"):
         check_dataset("image_folder", root=str(tmp_path), download=True, val_split=0.2,
                       path=str(tmp_path / "nope"))
+
+
+# ------------------------------------------------------------------ augmentation
+FLIP_INVARIANT = {"digits": False, "mnist": False, "kmnist": False, "svhn": False,
+                  "fashion_mnist": True, "cifar10": True, "cifar100": True}
+
+
+def test_every_dataset_says_whether_a_mirror_image_keeps_its_class(tmp_path: Path) -> None:
+    for name, flip in FLIP_INVARIANT.items():
+        assert describe_dataset(name).flip_invariant is flip, name
+    write_image_folder(tmp_path / "d", ("a", "b"), n_per_class=2, size=8)
+    assert describe_dataset("image_folder", path=str(tmp_path / "d")).flip_invariant
+    assert not describe_dataset("image_folder", path=str(tmp_path / "d"),
+                                flip_invariant=False).flip_invariant
+    assert describe_dataset("synthetic", n_classes=30).flip_invariant
+    assert not describe_dataset("synthetic", n_classes=31, n_samples=100).flip_invariant
+    assert set(FLIP_INVARIANT) | {"image_folder", "synthetic"} == set(list_datasets())
+
+
+def test_presets_resolve_per_dataset() -> None:
+    assert aug.resolve("standard", flip_invariant=False) == ("pad_crop",)
+    assert aug.resolve("strong", flip_invariant=False) == ("pad_crop", "color_jitter", "cutout")
+    assert augmentations_for("mnist", "standard") == ("pad_crop",)
+    assert augmentations_for("fashion_mnist", "standard") == ("pad_crop", "hflip")
+    assert augmentations_for("cifar10", "strong") == aug.PRESETS["strong"]
+    for name in list_datasets():
+        if name != "image_folder":  # needs a folder
+            assert safe_presets(name) == ["none", "standard", "strong"]
+    dm = ImageDataModule(dataset="digits", augmentation="strong", subset=100)
+    assert dm.describe()["data.augment_ops"] == ["pad_crop", "color_jitter", "cutout"]
+
+
+@pytest.mark.parametrize("spec", ["hflip", ["pad_crop", "hflip"], ["vflip"]])
+@pytest.mark.parametrize("name", ["digits", "mnist", "kmnist", "svhn"])
+def test_explicit_flips_on_digits_and_letters_are_refused(tmp_path: Path, name: str, spec) -> None:
+    assert not augmentation_safe(name, spec)
+    with pytest.raises(DatasetError, match=rf"^data.augmentation: [hv]flip mirrors the images "
+                                           rf"of {name}, whose classes do not survive mirroring"):
+        check_dataset(name, root=str(tmp_path), augmentation=spec)
+    # refused before any file is looked for (tmp_path has none)
+    with pytest.raises(DatasetError, match="data.augmentation"):
+        ImageDataModule(dataset=name, root=str(tmp_path), augmentation=spec).prepare()
+
+
+def test_flips_stay_allowed_where_classes_survive_them() -> None:
+    assert augmentation_safe("cifar10", ["pad_crop", "hflip"])
+    assert augmentation_safe("fashion_mnist", "hflip")
+    assert augmentation_safe("digits", "standard") and augmentation_safe("digits", ["rotation"])
+    with pytest.raises(ValueError, match="unknown augmentation 'flip'"):
+        augmentation_safe("digits", ["flip"])  # a typo is an error, not an unsafe choice

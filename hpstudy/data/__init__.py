@@ -1,8 +1,10 @@
 """Datasets: a registry of loaders and one data module for all of them.
 
 Public surface: :func:`list_datasets`, :func:`describe_dataset`,
-:func:`check_dataset` (files and split, before anything is written), :func:`load_dataset`, :func:`register_dataset`,
-:class:`ImageDataModule` and :func:`plan_split`.
+:func:`check_dataset` (files, split and augmentation, before anything is
+written), :func:`load_dataset`, :func:`register_dataset`,
+:class:`ImageDataModule`, :func:`plan_split`, and for search spaces
+:func:`safe_presets` / :func:`augmentation_safe` (no flips on digits).
 
 Registered: ``digits`` (bundled), ``mnist``, ``fashion_mnist``, ``kmnist``,
 ``cifar10``, ``cifar100``, ``svhn``, ``image_folder`` and ``synthetic``.
@@ -24,7 +26,13 @@ from ._registry import (
     load_dataset,
     register_dataset,
 )
-from .augment import AUGMENTATIONS, PRESETS
+from .augment import (
+    AUGMENTATIONS,
+    PRESETS,
+    augmentation_safe,
+    augmentations_for,
+    safe_presets,
+)
 from .module import (
     ImageDataModule,
     TensorLoader,
@@ -43,6 +51,8 @@ __all__ = [
     "SplitPlan",
     "StreamDataset",
     "TensorLoader",
+    "augmentation_safe",
+    "augmentations_for",
     "channel_stats",
     "check_dataset",
     "data_root",
@@ -53,5 +63,6 @@ __all__ = [
     "load_dataset",
     "plan_split",
     "register_dataset",
+    "safe_presets",
     "stratified_split",
 ]

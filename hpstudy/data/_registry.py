@@ -61,11 +61,23 @@ class StreamDataset:
 
 @dataclass(frozen=True)
 class DatasetMeta:
-    """What can be said of a dataset without loading it."""
+    """What can be said of a dataset without loading it.
+
+    Attributes:
+        num_classes: number of classes.
+        in_chans: image channels (1 grey, 3 RGB).
+        image_size: side of the (square) images, in pixels.
+        flip_invariant: whether a mirror image keeps its class. True for photos
+            of objects and clothing; False for digits, letters and other
+            symbols (a mirrored 2, 3 or Kuzushiji character is no longer that
+            symbol). Decides whether the augmentation presets flip and
+            whether ``hflip``/``vflip`` may be asked for.
+    """
 
     num_classes: int
     in_chans: int
     image_size: int
+    flip_invariant: bool = True
 
 
 @dataclass(frozen=True)
@@ -161,11 +173,14 @@ def check_dataset(
     val_split: float | None = None,
     subset: int | None = None,
     seed: int = 0,
+    augmentation: str | list[str] | None = None,
     **options,
 ) -> None:
     """Raise :class:`DatasetError` if this data configuration cannot work; cheap, writes nothing.
 
-    Checks that the files are there (or may be downloaded) and, when ``val_split`` or ``subset`` is given and the
+    Checks, in order: ``augmentation`` (when given) against the dataset's
+    classes (no flips on digits); that the files are there (or may be
+    downloaded); and, when ``val_split`` or ``subset`` is given and the
     files are present, the split itself (:func:`hpstudy.data.split.plan_split`)
     on labels read without any pixel (datasets that register no ``labels``
     reader are checked when they load).
@@ -178,9 +193,14 @@ def check_dataset(
         val_split: ``data.val_split`` (``None``: do not check the split).
         subset: ``data.subset``.
         seed: ``data.seed``.
+        augmentation: ``data.augmentation`` (``None``: do not check it).
         **options: dataset options.
     """
     entry = _entry(name)
+    if augmentation is not None:
+        from .augment import augmentations_for
+
+        augmentations_for(name, augmentation, **options)
     if entry.check is not None:
         entry.check(root=root, download=download, **options)
         if download:

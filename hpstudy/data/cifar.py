@@ -188,7 +188,8 @@ def _load(name: str, root: str, download: bool) -> RawDataset:
 
 def _register(name: str, n_classes: int) -> None:
     def describe(**_: object) -> DatasetMeta:
-        return DatasetMeta(num_classes=n_classes, in_chans=3, image_size=32)
+        # objects and animals: a mirror image is the same class (the CIFAR "+" protocol flips)
+        return DatasetMeta(num_classes=n_classes, in_chans=3, image_size=32, flip_invariant=True)
 
     def labels(root: str) -> tuple[torch.Tensor, None] | None:
         return _train_labels(name, root)

@@ -18,6 +18,10 @@ from ._registry import DatasetError, DatasetMeta, RawDataset, register_dataset
 
 # registry name -> torchvision class name (also the folder under the data root)
 FAMILY = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+# Whether a mirror image keeps its class: clothing is left-right symmetric (a
+# mirrored shirt is a shirt), handwritten digits and Kuzushiji characters are
+# symbols (a mirrored 2 or hiragana is another symbol or none).
+FLIP_INVARIANT = {"mnist": False, "fashion_mnist": True, "kmnist": False}
 FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -123,7 +127,8 @@ def _train_labels(name: str, root: str) -> tuple[torch.Tensor, None]:
 
 def _register(name: str) -> None:
     def describe(**_: object) -> DatasetMeta:
-        return DatasetMeta(num_classes=10, in_chans=1, image_size=28)
+        return DatasetMeta(num_classes=10, in_chans=1, image_size=28,
+                           flip_invariant=FLIP_INVARIANT[name])
 
     def check(root: str, download: bool = False) -> None:
         _check(name, root, download)

@@ -165,7 +165,8 @@ class ImageDataModule(pl.LightningDataModule):
             training image trains, the validation loader is empty); ignored when
             the dataset's protocol fixes validation itself.
         seed: seed of the split and of the shuffling.
-        augmentation: preset (``none standard strong``), one name, or a list.
+        augmentation: preset (``none standard strong``, resolved for the
+            dataset: no flips on digits), one name, or a list.
         min_size: upsample images smaller than this side length (model metadata).
         subset: keep only this many training samples (tiny runs and tests).
         eval_batch_size: batch size for validation/test (default: 4x batch_size).
@@ -190,8 +191,6 @@ class ImageDataModule(pl.LightningDataModule):
 
     def __post_init__(self) -> None:
         super().__init__()
-        self._augment_names = _augment.resolve(self.augmentation)
-        self._augment = _augment.build(self.augmentation)
         self._ready = False
         self._on_device: torch.device | None = None
         self._stream_gen: torch.Generator | None = None
@@ -202,10 +201,14 @@ class ImageDataModule(pl.LightningDataModule):
         """Load, split and compute the normalization statistics once (idempotent).
 
         Raises:
-            DatasetError: bad files, or a split that cannot work.
+            DatasetError: bad files, an augmentation the dataset's classes do not
+                survive (checked before anything is read), or a split that cannot work.
         """
         if self._ready:
             return
+        self._augment_names = _augment.augmentations_for(self.dataset, self.augmentation,
+                                                         **self.options)
+        self._augment = _augment.build(self._augment_names)
         raw = load_dataset(self.dataset, root=data_root(self.root), download=self.download,
                            seed=self.seed, **self.options)
         self.raw_info = dict(raw.info)

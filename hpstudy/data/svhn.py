@@ -46,7 +46,8 @@ def _missing(root: str, svhn_extra: bool) -> list[str]:
 
 
 def _describe(**_: object) -> DatasetMeta:
-    return DatasetMeta(num_classes=10, in_chans=3, image_size=32)
+    # house-number digits: a mirrored 2 or 5 is no digit, so no flips
+    return DatasetMeta(num_classes=10, in_chans=3, image_size=32, flip_invariant=False)
 
 
 def _check(root: str, download: bool = False, svhn_extra: bool = False, **_: Any) -> None:
