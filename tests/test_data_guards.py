@@ -1,5 +1,5 @@
-"""The data layer's guards: untrusted files, splits that cannot work, and
-augmentations a dataset's classes do not survive.
+"""The data layer's guards: untrusted files, splits that cannot work, augmentations a
+dataset's classes do not survive, and the device-side fast path.
 
 Every file is real (generated in tmp_path in the on-disk format users download);
 crafted pickles carry a real payload that touches a marker file, and a control
@@ -23,10 +23,12 @@ from fakedata import (
     write_mnist,
     write_svhn,
 )
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hpstudy.data import (
     DatasetError,
     ImageDataModule,
+    TensorLoader,
     augmentation_safe,
     augmentations_for,
     check_dataset,
@@ -349,3 +351,100 @@ def test_flips_stay_allowed_where_classes_survive_them() -> None:
     assert augmentation_safe("digits", "standard") and augmentation_safe("digits", ["rotation"])
     with pytest.raises(ValueError, match="unknown augmentation 'flip'"):
         augmentation_safe("digits", ["flip"])  # a typo is an error, not an unsafe choice
+
+
+# --------------------------------------------------------------------- fast path
+class _HostSyncs(TorchDispatchMode):
+    """Records every op that reads a value back to the host (a device sync on a GPU).
+
+    ``.item()``, ``int(t)`` and ``bool(t)`` go through ``_local_scalar_dense``;
+    ops whose output size depends on the data (``nonzero``, indexing with a
+    boolean mask, ``unique``, ``masked_select``) sync on a GPU too. (``.tolist()``
+    of a CPU tensor bypasses the dispatcher; on a GPU it is a copy to the host,
+    which :func:`test_cuda_epoch_has_no_host_sync` catches.)
+    """
+
+    SYNCING = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2",
+               "unique_consecutive", "repeat_interleave")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__
+        bool_index = name.startswith("index") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool
+            for a in args if isinstance(a, (list, tuple)) for i in a)
+        if name.split(".")[0] in self.SYNCING or bool_index:
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_training_epoch_never_reads_back_from_the_device() -> None:
+    dm = ImageDataModule(dataset="synthetic", augmentation=["pad_crop", "hflip", "vflip",
+                                                            "rotation", "color_jitter", "cutout"],
+                         batch_size=32, options=dict(n_classes=4, image_size=16, n_samples=200,
+                                                     test_samples=0))
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    with _HostSyncs() as spy:
+        n = sum(len(y) for _, y in train) + sum(len(y) for _, y in val)
+    assert n == 200 and spy.ops == []
+    with _HostSyncs() as spy:  # the detector detects
+        t = torch.tensor([1.5, 2.5])
+        t.item() if len(t) == 1 else float(t[0])
+        t[t > 2]
+    assert spy.ops == ["_local_scalar_dense.default", "index.Tensor"]
+
+
+def test_batches_come_from_uint8_on_the_device_with_a_generator_there() -> None:
+    dm = ImageDataModule(dataset="synthetic", augmentation="strong", batch_size=16, seed=4,
+                         options=dict(n_classes=3, image_size=16, n_samples=60, test_samples=0))
+    loader = dm.dataloader("train", device="cpu")
+    assert loader.x.dtype == torch.uint8 and loader.x.shape[1:] == (3, 16, 16)
+    gen = loader.generator(0)
+    assert gen.device == loader.x.device
+    xb, yb = next(iter(loader))
+    assert xb.dtype == torch.float32 and xb.device == loader.x.device == yb.device
+    # the same batch by hand: permutation, then every augmentation's draws, from that generator
+    order = torch.randperm(len(loader.y), device=loader.x.device, generator=gen)[:16]
+    expect = aug.build(aug.resolve("strong"))(dm.normalize(loader.x[order]), gen)
+    assert torch.equal(xb, expect) and torch.equal(yb, loader.y[order])
+
+
+def test_small_images_are_stored_resized_as_uint8() -> None:
+    dm = ImageDataModule(dataset="digits", min_size=16, batch_size=8, subset=80)
+    loader = dm.dataloader("val")
+    assert loader.x.dtype == torch.uint8 and loader.x.shape[-2:] == (16, 16)
+    xb = torch.cat([b[0] for b in loader])
+    # what resizing the float images would give, to within half a grey level
+    native = dm._splits["val"][0].float() / 255
+    exact = torch.nn.functional.interpolate(native, size=(16, 16), mode="bilinear",
+                                            align_corners=False)
+    exact = (exact - dm.mean[:, None, None]) / dm.std[:, None, None]
+    assert (xb - exact).abs().max() <= 0.5 / 255 / dm.std.min() + 1e-5
+
+
+def test_eval_loaders_are_deterministic_and_sharded() -> None:
+    x = torch.arange(10, dtype=torch.uint8)[:, None, None, None].expand(10, 1, 2, 2).contiguous()
+    loader = TensorLoader(x, torch.arange(10), 4, transform=lambda b, g: b.float())
+    assert [b[1].tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert all(b[0].dtype == torch.float32 for b in loader)
+
+
+@pytest.mark.gpu
+def test_cuda_epoch_has_no_host_sync() -> None:
+    """On a GPU: the device's own sync detector raises on any sync in an augmented epoch."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    dm = ImageDataModule(dataset="synthetic", augmentation="strong", batch_size=64,
+                         options=dict(n_classes=4, image_size=32, n_samples=1000, test_samples=0))
+    loader = dm.dataloader("train", device="cuda")
+    assert loader.x.is_cuda and loader.x.dtype == torch.uint8
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batches = [xb for xb, _ in loader]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(b.is_cuda and b.dtype == torch.float32 for b in batches)
