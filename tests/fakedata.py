@@ -123,19 +123,102 @@ def _cifar_rows(y: np.ndarray, seed: int, n_classes: int) -> np.ndarray:
     return class_images(y, 3, 32, seed, n_classes=n_classes).reshape(len(y), 3072)
 
 
-def _pickle(path: Path, obj: dict) -> None:
-    # protocol 2: the originals are Python 2 cPickle files
+def py2_pickle(obj: object) -> bytes:
+    """``obj`` encoded as Python 2's ``cPickle.dump(obj, f, 2)`` with numpy 1 wrote it.
+
+    The CIFAR release files are exactly this: protocol 2, ``str`` as 8-bit
+    strings (``SHORT_BINSTRING``/``BINSTRING``), arrays through
+    ``numpy.core.multiarray._reconstruct`` with their bytes as a string.
+    Handles dicts, lists, tuples, str, bytes, int, bool, None and C-contiguous
+    numeric arrays (what the dataset files hold).
+    """
+    out = bytearray(b"\x80\x02")  # PROTO 2
+
+    def string(b: bytes) -> None:
+        out.extend(b"U" + bytes([len(b)]) + b if len(b) < 256
+                   else b"T" + struct.pack("<I", len(b)) + b)
+
+    def integer(v: int) -> None:
+        if 0 <= v < 256:
+            out.extend(b"K" + bytes([v]))
+        elif 0 <= v < 65536:
+            out.extend(b"M" + struct.pack("<H", v))
+        else:
+            out.extend(b"J" + struct.pack("<i", v))
+
+    def save(o: object) -> None:
+        if o is None:
+            out.extend(b"N")
+        elif isinstance(o, bool):
+            out.extend(b"\x88" if o else b"\x89")
+        elif isinstance(o, int):
+            integer(o)
+        elif isinstance(o, str):
+            string(o.encode("latin1"))
+        elif isinstance(o, bytes):
+            string(o)
+        elif isinstance(o, dict):
+            out.extend(b"}(")
+            for k, v in o.items():
+                save(k)
+                save(v)
+            out.extend(b"u")
+        elif isinstance(o, list):
+            out.extend(b"](")
+            for v in o:
+                save(v)
+            out.extend(b"e")
+        elif isinstance(o, tuple):
+            out.extend(b"(")
+            for v in o:
+                save(v)
+            out.extend(b"t")
+        elif isinstance(o, np.ndarray):
+            arr = np.ascontiguousarray(o)
+            out.extend(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n")
+            out.extend(b"K\x00\x85U\x01b\x87R(K\x01")  # _reconstruct(ndarray, (0,), 'b'); (1,
+            save(tuple(int(d) for d in arr.shape))
+            order = "|" if arr.dtype.itemsize == 1 else "<"
+            out.extend(b"cnumpy\ndtype\n")
+            save(arr.dtype.str[1:])
+            out.extend(b"K\x00K\x01\x87R")  # dtype('u1', 0, 1)
+            save((3, order, None, None, None, -1, -1, 0))
+            out.extend(b"b\x89")  # BUILD the dtype; is_fortran False
+            string(arr.tobytes())
+            out.extend(b"tb")  # the state tuple; BUILD the array
+        else:
+            raise TypeError(f"py2_pickle: cannot encode {type(o).__name__}")
+
+    save(obj)
+    out.extend(b".")
+    return bytes(out)
+
+
+def _pickle(path: Path, obj: dict, protocol: int | str = 2) -> None:
+    """Write ``obj`` as a pickle: ``"py2"`` byte for byte as the release (Python 2
+    cPickle), or a Python 3 protocol number (what a user's own script writes)."""
+    if protocol == "py2":
+        path.write_bytes(py2_pickle(obj))
+        return
     with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+        pickle.dump(obj, f, protocol=int(protocol))
 
 
 def write_cifar10(
-    root: str | Path, n_train: int = 50, n_test: int = 10, *, n_batches: int = 5, seed: int = 0
+    root: str | Path,
+    n_train: int = 50,
+    n_test: int = 10,
+    *,
+    n_batches: int = 5,
+    seed: int = 0,
+    protocol: int | str = "py2",
 ) -> Path:
     """CIFAR-10 python pickles in ``<root>/cifar-10-batches-py``.
 
     ``data_batch_1..n_batches`` share the ``n_train`` images; ``test_batch``
-    holds ``n_test``; ``batches.meta`` names the ten classes.
+    holds ``n_test``; ``batches.meta`` names the ten classes. ``protocol``:
+    ``"py2"`` encodes them as the release does (Python 2 cPickle, protocol 2),
+    a number as Python 3's ``pickle.dump`` with that protocol.
 
     Returns:
         The ``cifar-10-batches-py`` folder written.
@@ -145,20 +228,20 @@ def write_cifar10(
     y = _balanced_labels(n_train, 10, seed)
     x = _cifar_rows(y, seed, 10)
     for i, part in enumerate(np.array_split(np.arange(n_train), n_batches), start=1):
-        _pickle(folder / f"data_batch_{i}", {
+        _pickle(folder / f"data_batch_{i}", protocol=protocol, obj={
             "batch_label": f"training batch {i} of {n_batches}",
             "labels": [int(v) for v in y[part]],
             "data": x[part],
             "filenames": [f"img_{j:05d}.png" for j in part],
         })
     yt = _balanced_labels(n_test, 10, seed + 1)
-    _pickle(folder / "test_batch", {
+    _pickle(folder / "test_batch", protocol=protocol, obj={
         "batch_label": "testing batch 1 of 1",
         "labels": [int(v) for v in yt],
         "data": _cifar_rows(yt, seed + 1, 10),
         "filenames": [f"test_{j:05d}.png" for j in range(n_test)],
     })
-    _pickle(folder / "batches.meta", {
+    _pickle(folder / "batches.meta", protocol=protocol, obj={
         "num_cases_per_batch": max(1, n_train // n_batches),
         "label_names": ["airplane", "automobile", "bird", "cat", "deer",
                         "dog", "frog", "horse", "ship", "truck"],
@@ -167,11 +250,14 @@ def write_cifar10(
     return folder
 
 
-def write_cifar100(root: str | Path, n_train: int = 200, n_test: int = 100, *, seed: int = 0) -> Path:
+def write_cifar100(
+    root: str | Path, n_train: int = 200, n_test: int = 100, *, seed: int = 0,
+    protocol: int | str = "py2",
+) -> Path:
     """CIFAR-100 python pickles in ``<root>/cifar-100-python`` (``train``, ``test``, ``meta``).
 
     Fine labels 0..99 (coarse label = fine // 5, as a stand-in for the real
-    superclass map).
+    superclass map); ``protocol`` as in :func:`write_cifar10`.
 
     Returns:
         The ``cifar-100-python`` folder written.
@@ -180,14 +266,14 @@ def write_cifar100(root: str | Path, n_train: int = 200, n_test: int = 100, *, s
     folder.mkdir(parents=True, exist_ok=True)
     for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1)):
         y = _balanced_labels(n, 100, s)
-        _pickle(folder / split, {
+        _pickle(folder / split, protocol=protocol, obj={
             "filenames": [f"{split}_{j:05d}.png" for j in range(n)],
             "batch_label": f"{split} batch 1 of 1",
             "fine_labels": [int(v) for v in y],
             "coarse_labels": [int(v) // 5 for v in y],
             "data": _cifar_rows(y, s, 100),
         })
-    _pickle(folder / "meta", {
+    _pickle(folder / "meta", protocol=protocol, obj={
         "fine_label_names": [f"class_{i:02d}" for i in range(100)],
         "coarse_label_names": [f"super_{i:02d}" for i in range(20)],
     })

@@ -152,6 +152,8 @@ def test_cifar10_unpacks_a_downloaded_archive(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(made, arcname="cifar-10-batches-py")
     check_dataset("cifar10", root=str(tmp_path))  # the archive counts as present
+    check_dataset("cifar10", root=str(tmp_path), val_split=0.2, subset=10**6)  # split: at load
+    assert not (tmp_path / "cifar-10-batches-py").exists()  # the check extracts nothing
     raw = load_dataset("cifar10", root=str(tmp_path))
     assert (tmp_path / "cifar-10-batches-py" / "data_batch_5").is_file()
     assert raw.train_x.shape == (20, 3, 32, 32)
@@ -392,11 +394,17 @@ def test_normalization_from_training_split_only(tmp_path: Path) -> None:
     assert torch.allclose(dm.std.double(), xf.std(dim=(0, 2, 3), correction=0), atol=1e-6)
     assert info["data.mean"] == [round(float(v), 4) for v in dm.mean]
     assert info["data.norm_from"] == "train split (40 images)"
-    x, _ = dm._device_split("train")  # normalized once: train is exactly standardized
+    u, _ = dm._device_split("train")  # stored as uint8, normalized per batch
+    assert u.dtype == torch.uint8 and torch.equal(u, tx)
+    x = torch.cat([b[0] for b in TensorLoader(u, torch.zeros(len(u)), 16,
+                                              transform=dm._transform(False))])
+    assert x.dtype == torch.float32  # the training split comes out exactly standardized
     assert x.mean(dim=(0, 2, 3)).abs().max() < 1e-4
     assert (x.std(dim=(0, 2, 3), correction=0) - 1).abs().max() < 1e-4
-    v, _ = dm._device_split("val")  # validation is normalized with the training statistics
+    v = torch.cat([b[0] for b in dm.val_dataloader()])  # with the training statistics
     assert v.mean(dim=(0, 2, 3)).abs().max() > 1e-3
+    assert torch.allclose(v, (dm._splits["val"][0] / 255 - dm.mean[:, None, None])
+                          / dm.std[:, None, None], atol=1e-5)
     for key in ("data.n_train", "data.n_val", "data.n_test", "data.val_protocol", "data.std",
                 "data.cache", "data.test_protocol", "data.augment_ops", "data.loader"):
         assert key in info

@@ -1,8 +1,10 @@
 """Datasets: a registry of loaders and one data module for all of them.
 
 Public surface: :func:`list_datasets`, :func:`describe_dataset`,
-:func:`check_dataset`, :func:`load_dataset`, :func:`register_dataset`,
-:class:`ImageDataModule`.
+:func:`check_dataset` (files, split and augmentation, before anything is
+written), :func:`load_dataset`, :func:`register_dataset`,
+:class:`ImageDataModule`, :func:`plan_split`, and for search spaces
+:func:`safe_presets` / :func:`augmentation_safe` (no flips on digits).
 
 Registered: ``digits`` (bundled), ``mnist``, ``fashion_mnist``, ``kmnist``,
 ``cifar10``, ``cifar100``, ``svhn``, ``image_folder`` and ``synthetic``.
@@ -17,20 +19,27 @@ from ._registry import (
     RawDataset,
     StreamDataset,
     check_dataset,
+    dataset_labels,
     dataset_options,
     describe_dataset,
     list_datasets,
     load_dataset,
     register_dataset,
 )
-from .augment import AUGMENTATIONS, PRESETS
+from .augment import (
+    AUGMENTATIONS,
+    PRESETS,
+    augmentation_safe,
+    augmentations_for,
+    safe_presets,
+)
 from .module import (
     ImageDataModule,
     TensorLoader,
     channel_stats,
     data_root,
-    stratified_split,
 )
+from .split import SplitPlan, plan_split, stratified_split
 
 __all__ = [
     "AUGMENTATIONS",
@@ -39,15 +48,21 @@ __all__ = [
     "DatasetMeta",
     "ImageDataModule",
     "RawDataset",
+    "SplitPlan",
     "StreamDataset",
     "TensorLoader",
+    "augmentation_safe",
+    "augmentations_for",
     "channel_stats",
     "check_dataset",
     "data_root",
+    "dataset_labels",
     "dataset_options",
     "describe_dataset",
     "list_datasets",
     "load_dataset",
+    "plan_split",
     "register_dataset",
+    "safe_presets",
     "stratified_split",
 ]

@@ -61,11 +61,23 @@ class StreamDataset:
 
 @dataclass(frozen=True)
 class DatasetMeta:
-    """What can be said of a dataset without loading it."""
+    """What can be said of a dataset without loading it.
+
+    Attributes:
+        num_classes: number of classes.
+        in_chans: image channels (1 grey, 3 RGB).
+        image_size: side of the (square) images, in pixels.
+        flip_invariant: whether a mirror image keeps its class. True for photos
+            of objects and clothing; False for digits, letters and other
+            symbols (a mirrored 2, 3 or Kuzushiji character is no longer that
+            symbol). Decides whether the augmentation presets flip and
+            whether ``hflip``/``vflip`` may be asked for.
+    """
 
     num_classes: int
     in_chans: int
     image_size: int
+    flip_invariant: bool = True
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,7 @@ class _Entry:
     load: Callable[..., RawDataset]
     describe: Callable[..., DatasetMeta]
     check: Callable[..., None] | None  # raises DatasetError when files are missing
+    labels: Callable[..., tuple[torch.Tensor, torch.Tensor | None] | None] | None  # split labels
 
 
 _DATASETS: dict[str, _Entry] = {}
@@ -89,6 +102,7 @@ def register_dataset(
     *,
     describe: Callable[..., DatasetMeta],
     check: Callable[..., None] | None = None,
+    labels: Callable[..., tuple[torch.Tensor, torch.Tensor | None] | None] | None = None,
 ) -> Callable[[Callable[..., RawDataset]], Callable[..., RawDataset]]:
     """Register ``load(root=, download=, **options) -> RawDataset`` under ``name``.
 
@@ -100,12 +114,18 @@ def register_dataset(
     ``check(root=, download=, **options)`` raises :class:`DatasetError` naming
     the dataset, the path it looked in and how to get the files; it runs
     before a study writes anything.
+    ``labels(root=, **options) -> (train_y, fixed_val_y or None)`` returns the
+    labels the loader's splits would have, read cheaply (a labels file, a
+    directory listing; no pixels), so that :func:`check_dataset` can refuse a
+    split that cannot work before anything is written, or ``None`` when it
+    cannot tell cheaply (the split is then checked when the data loads). Like
+    the loader it may take ``seed``. It runs only after ``check`` found the files.
     """
 
     def deco(fn: Callable[..., RawDataset]) -> Callable[..., RawDataset]:
         if name in _DATASETS:
             raise ValueError(f"dataset '{name}' is registered twice")
-        _DATASETS[name] = _Entry(fn, describe, check)
+        _DATASETS[name] = _Entry(fn, describe, check, labels)
         return fn
 
     return deco
@@ -138,11 +158,81 @@ def describe_dataset(name: str, **options) -> DatasetMeta:
     return _entry(name).describe(**options)
 
 
-def check_dataset(name: str, *, root: str, download: bool = False, **options) -> None:
-    """Raise :class:`DatasetError` if the dataset's files are missing (and not downloadable)."""
+def _with_seed(fn: Callable[..., object], options: dict, seed: int) -> dict:
+    """``options`` plus ``seed`` when ``fn`` declares it (the split seed of SVHN's protocol)."""
+    if "seed" in inspect.signature(fn).parameters:
+        return {**options, "seed": seed}
+    return options
+
+
+def check_dataset(
+    name: str,
+    *,
+    root: str,
+    download: bool = False,
+    val_split: float | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+    augmentation: str | list[str] | None = None,
+    **options,
+) -> None:
+    """Raise :class:`DatasetError` if this data configuration cannot work; cheap, writes nothing.
+
+    Checks, in order: ``augmentation`` (when given) against the dataset's
+    classes (no flips on digits); that the files are there (or may be
+    downloaded); and, when ``val_split`` or ``subset`` is given and the
+    files are present, the split itself (:func:`hpstudy.data.split.plan_split`)
+    on labels read without any pixel (datasets that register no ``labels``
+    reader are checked when they load).
+
+    Args:
+        name: registry name.
+        root: the data root.
+        download: whether missing files will be downloaded (then the split is
+            checked when the data module loads them).
+        val_split: ``data.val_split`` (``None``: do not check the split).
+        subset: ``data.subset``.
+        seed: ``data.seed``.
+        augmentation: ``data.augmentation`` (``None``: do not check it).
+        **options: dataset options.
+    """
     entry = _entry(name)
+    if augmentation is not None:
+        from .augment import augmentations_for
+
+        augmentations_for(name, augmentation, **options)
     if entry.check is not None:
         entry.check(root=root, download=download, **options)
+        if download:
+            try:
+                entry.check(root=root, download=False, **options)
+            except DatasetError:
+                return  # the files come with the download; the data module checks the split
+    if val_split is None and subset is None:
+        return
+    labels = dataset_labels(name, root=root, seed=seed, **options)
+    if labels is None:
+        return
+    from .split import plan_split
+
+    plan_split(*labels, val_split=0.2 if val_split is None else val_split, subset=subset,
+               seed=seed, dataset=name)
+
+
+def dataset_labels(
+    name: str, *, root: str, seed: int = 0, **options
+) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """``(train_y, fixed_val_y)`` as the loader would return them, read without any pixel.
+
+    ``fixed_val_y`` is ``None`` unless the dataset's protocol fixes validation.
+    Returns ``None`` for datasets that register no labels reader, or whose
+    reader cannot tell without writing (an unextracted archive). The files
+    must be there (see :func:`check_dataset`).
+    """
+    labels = _entry(name).labels
+    if labels is None:
+        return None
+    return labels(root=root, **_with_seed(labels, options, seed))
 
 
 def load_dataset(
@@ -153,6 +243,4 @@ def load_dataset(
     ``seed`` (the split seed) reaches only loaders that declare it.
     """
     load = _entry(name).load
-    if "seed" in inspect.signature(load).parameters:
-        options["seed"] = seed
-    return load(root=root, download=download, **options)
+    return load(root=root, download=download, **_with_seed(load, options, seed))

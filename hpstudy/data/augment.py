@@ -1,8 +1,16 @@
 """Batch augmentation with tensor ops on the training device (airbench style).
 
 Each augmentation is a function ``(x, generator) -> x`` on a float batch
-(N, C, H, W) that is already normalized; presets name lists of them. Only
-training batches are augmented; validation and test batches never are.
+(N, C, H, W) that is already normalized; its random numbers are drawn on the
+batch's device from ``generator`` (a generator on that device), and nothing
+reads a value back to the host. Presets name lists of them. Only training
+batches are augmented; validation and test batches never are.
+
+Presets respect the dataset: flips (``hflip``, ``vflip``) mirror the image,
+which keeps the class of a cat or a shirt but not of a digit or a letter, so
+on datasets whose :class:`~hpstudy.data.DatasetMeta` says
+``flip_invariant=False`` the presets leave flips out (``standard`` is
+``pad_crop`` alone there) and naming a flip explicitly is refused.
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ._registry import DatasetError, describe_dataset
 
 Augment = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
@@ -103,27 +113,92 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "standard": ("pad_crop", "hflip"),
     "strong": ("pad_crop", "hflip", "color_jitter", "cutout"),
 }
+# Mirror the image: only for datasets whose classes survive mirroring.
+FLIPS = frozenset({"hflip", "vflip"})
 
 
-def resolve(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """Names of the augmentations in ``spec`` (a preset, a single name, or a list)."""
+def resolve(
+    spec: str | Sequence[str], *, flip_invariant: bool = True, dataset: str = "this dataset"
+) -> tuple[str, ...]:
+    """Names of the augmentations in ``spec`` (a preset, a single name, or a list).
+
+    Args:
+        spec: a preset name, one augmentation name, or a list of names.
+        flip_invariant: the dataset's :attr:`DatasetMeta.flip_invariant`;
+            when False, presets drop their flips and explicit flips are refused.
+        dataset: the dataset's name, for the error message.
+
+    Raises:
+        ValueError: an unknown name.
+        DatasetError: a flip asked for on a dataset whose classes do not survive it.
+    """
     names: tuple[str, ...]
-    if isinstance(spec, str):
-        names = PRESETS[spec] if spec in PRESETS else (spec,)
-    else:
-        names = tuple(spec)
+    if isinstance(spec, str) and spec in PRESETS:
+        names = PRESETS[spec]
+        return names if flip_invariant else tuple(n for n in names if n not in FLIPS)
+    names = (spec,) if isinstance(spec, str) else tuple(spec)
     for n in names:
         if n not in AUGMENTATIONS:
             raise ValueError(
                 f"unknown augmentation '{n}'; choose from presets {', '.join(PRESETS)} "
                 f"or {', '.join(AUGMENTATIONS)}"
             )
+    flips = [n for n in names if n in FLIPS]
+    if flips and not flip_invariant:
+        raise DatasetError(
+            f"data.augmentation: {' and '.join(flips)} mirrors the images of {dataset}, whose "
+            f"classes do not survive mirroring (a mirrored digit or letter is another symbol "
+            f"or none); drop it, or use a preset (standard, strong): they leave flips out there"
+        )
     return names
 
 
-def build(spec: str | Sequence[str]) -> Augment | None:
+def augmentations_for(dataset: str, spec: str | Sequence[str], **options: object) -> tuple[str, ...]:
+    """The augmentations ``spec`` means on ``dataset`` (presets resolved for its classes).
+
+    Cheap (the dataset's :func:`~hpstudy.data.describe_dataset`, no file read).
+
+    Raises:
+        DatasetError: ``spec`` flips images of a dataset whose classes are not mirror-invariant.
+        ValueError: an unknown augmentation name.
+    """
+    meta = describe_dataset(dataset, **options)
+    return resolve(spec, flip_invariant=meta.flip_invariant, dataset=dataset)
+
+
+def augmentation_safe(dataset: str, spec: str | Sequence[str], **options: object) -> bool:
+    """Whether ``spec`` may be used on ``dataset`` (False: it flips images whose class a flip changes).
+
+    Unknown names still raise ``ValueError``: they are mistakes, not unsafe choices.
+    """
+    try:
+        augmentations_for(dataset, spec, **options)
+    except DatasetError:
+        return False
+    return True
+
+
+def safe_presets(dataset: str, **options: object) -> list[str]:
+    """The presets worth searching on ``dataset``: every preset, minus any that means the
+    same augmentations as an earlier one there (the search would draw duplicates).
+
+    Presets resolve per dataset (no flips on digits), so all of them are safe;
+    a search space over ``data.augmentation`` can offer exactly this list.
+    """
+    meta = describe_dataset(dataset, **options)
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for name in PRESETS:
+        ops = resolve(name, flip_invariant=meta.flip_invariant, dataset=dataset)
+        if ops not in seen:
+            seen.add(ops)
+            out.append(name)
+    return out
+
+
+def build(spec: str | Sequence[str], *, flip_invariant: bool = True) -> Augment | None:
     """One function applying every augmentation of ``spec`` in order (None if empty)."""
-    fns = [AUGMENTATIONS[n] for n in resolve(spec)]
+    fns = [AUGMENTATIONS[n] for n in resolve(spec, flip_invariant=flip_invariant)]
     if not fns:
         return None
 

@@ -16,10 +16,15 @@ TEST_FRACTION = 0.2  # fixed held-out test split; never used for selection
 
 
 def _describe(**_: object) -> DatasetMeta:
-    return DatasetMeta(num_classes=10, in_chans=1, image_size=8)
+    # handwritten digits: a mirrored 2, 3 or 7 is no digit, so no flips
+    return DatasetMeta(num_classes=10, in_chans=1, image_size=8, flip_invariant=False)
 
 
-@register_dataset("digits", describe=_describe)
+def _labels(root: str) -> tuple[torch.Tensor, None]:
+    return load_digits(root).train_y, None  # the whole set is 1,797 tiny images: just load it
+
+
+@register_dataset("digits", describe=_describe, labels=_labels)
 def load_digits(root: str, download: bool = False) -> RawDataset:
     """Load sklearn digits as uint8 images (pixel values 0..16 scaled to 0..255)."""
     from sklearn.datasets import load_digits as _load

@@ -16,6 +16,10 @@ center-cropped to a square (aspect ratio kept), then stored as uint8.
 Folders whose images fit in ``max_in_memory_mb`` (uint8, all splits) take the
 fast path: converted once into the tensor cache, then held on the device.
 Larger ones are streamed from disk by a DataLoader with worker processes.
+
+``flip_invariant`` (default true: photos of things) says whether a mirror
+image keeps its class; set it to false for digits, letters, text or other
+symbols, and the augmentation presets leave flips out.
 """
 
 from __future__ import annotations
@@ -116,21 +120,33 @@ def _decode_all(ds: FolderImages) -> torch.Tensor:
 
 
 def _describe(
-    path: str | None = None, image_size: int = 32, channels: int = 3, **_: Any
+    path: str | None = None, image_size: int = 32, channels: int = 3,
+    flip_invariant: bool = True, **_: Any
 ) -> DatasetMeta:
     if channels not in (1, 3):
         raise DatasetError(f"image_folder: channels must be 1 or 3 (got {channels})")
     if image_size < 1:
         raise DatasetError(f"image_folder: image_size must be positive (got {image_size})")
     return DatasetMeta(num_classes=len(_classes(_resolve(path))), in_chans=channels,
-                       image_size=image_size)
+                       image_size=image_size, flip_invariant=bool(flip_invariant))
 
 
 def _check(root: str, download: bool = False, path: str | None = None, **_: Any) -> None:
     _classes(_resolve(path))
 
 
-@register_dataset("image_folder", describe=_describe, check=_check)
+def _split_labels(root: str, path: str | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Training (and ``val/``) labels from the directory listing: no image is opened."""
+    folder = _resolve(path)
+    samples = _samples(folder, _classes(folder))
+
+    def targets(split: str) -> torch.Tensor:
+        return torch.tensor([label for _, label in samples[split]], dtype=torch.long)
+
+    return targets("train"), targets("val") if "val" in samples else None
+
+
+@register_dataset("image_folder", describe=_describe, check=_check, labels=_split_labels)
 def load_image_folder(
     root: str,
     download: bool = False,
@@ -138,6 +154,7 @@ def load_image_folder(
     image_size: int = 32,
     channels: int = 3,
     max_in_memory_mb: float = 2048.0,
+    flip_invariant: bool = True,
 ) -> RawDataset | StreamDataset:
     """Load an ImageFolder: tensors when it fits in ``max_in_memory_mb``, else a stream.
 
@@ -149,8 +166,10 @@ def load_image_folder(
         channels: 1 (grey) or 3 (RGB).
         max_in_memory_mb: above this many MiB of uint8 pixels (all splits)
             images are streamed from disk instead of cached as tensors.
+        flip_invariant: whether a mirror image keeps its class (photos: yes;
+            digits, letters, text: no); decides whether augmentations may flip.
     """
-    _describe(path, image_size, channels)  # validates the options
+    _describe(path, image_size, channels, flip_invariant)  # validates the options
     folder = _resolve(path)
     classes = _classes(folder)
     samples = _samples(folder, classes)

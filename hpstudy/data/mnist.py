@@ -18,6 +18,10 @@ from ._registry import DatasetError, DatasetMeta, RawDataset, register_dataset
 
 # registry name -> torchvision class name (also the folder under the data root)
 FAMILY = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+# Whether a mirror image keeps its class: clothing is left-right symmetric (a
+# mirrored shirt is a shirt), handwritten digits and Kuzushiji characters are
+# symbols (a mirrored 2 or hiragana is another symbol or none).
+FLIP_INVARIANT = {"mnist": False, "fashion_mnist": True, "kmnist": False}
 FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -101,19 +105,42 @@ def _load(name: str, root: str, download: bool) -> RawDataset:
     )
 
 
-def _describe(**_: object) -> DatasetMeta:
-    return DatasetMeta(num_classes=10, in_chans=1, image_size=28)
+def _train_labels(name: str, root: str) -> tuple[torch.Tensor, None]:
+    """The training labels straight from the 60 kB idx labels file (gzipped or not)."""
+    import gzip
+
+    raw = _raw_folder(name, root)
+    path = raw / FILES[1]
+    opener = open if path.is_file() else gzip.open
+    path = path if path.is_file() else raw / (FILES[1] + ".gz")
+    try:
+        with opener(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise DatasetError(f"{name}: cannot read {path} ({e})") from None
+    # idx1: magic 0x00000801, item count (big-endian), one unsigned byte per label
+    n = int.from_bytes(blob[4:8], "big") if len(blob) >= 8 else -1
+    if blob[:4] != b"\x00\x00\x08\x01" or len(blob) != 8 + n:
+        raise DatasetError(f"{name}: {path} is not an idx labels file")
+    return torch.frombuffer(bytearray(blob[8:]), dtype=torch.uint8).long(), None
 
 
 def _register(name: str) -> None:
+    def describe(**_: object) -> DatasetMeta:
+        return DatasetMeta(num_classes=10, in_chans=1, image_size=28,
+                           flip_invariant=FLIP_INVARIANT[name])
+
     def check(root: str, download: bool = False) -> None:
         _check(name, root, download)
+
+    def labels(root: str) -> tuple[torch.Tensor, None]:
+        return _train_labels(name, root)
 
     def load(root: str, download: bool = False) -> RawDataset:
         return _load(name, root, download)
 
     load.__doc__ = f"Load {FAMILY[name]} from ``<root>/{FAMILY[name]}/raw`` as uint8 tensors."
-    register_dataset(name, describe=_describe, check=check)(load)
+    register_dataset(name, describe=describe, check=check, labels=labels)(load)
 
 
 for _name in FAMILY:

@@ -46,7 +46,8 @@ def _missing(root: str, svhn_extra: bool) -> list[str]:
 
 
 def _describe(**_: object) -> DatasetMeta:
-    return DatasetMeta(num_classes=10, in_chans=3, image_size=32)
+    # house-number digits: a mirrored 2 or 5 is no digit, so no flips
+    return DatasetMeta(num_classes=10, in_chans=3, image_size=32, flip_invariant=False)
 
 
 def _check(root: str, download: bool = False, svhn_extra: bool = False, **_: Any) -> None:
@@ -59,14 +60,43 @@ def _check(root: str, download: bool = False, svhn_extra: bool = False, **_: Any
         raise missing_files_error("svhn", Path(root) / FOLDER, missing, urls, root)
 
 
-def _read_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _loadmat(path: Path, names: list[str]) -> dict[str, Any]:
+    """The variables ``names`` of a MATLAB file (scipy skips the others without reading them).
+
+    scipy reads MATLAB data only (arrays, cells, structs): nothing in the file runs.
+    """
     from scipy.io import loadmat
 
-    mat = loadmat(str(path))
-    x = np.transpose(mat["X"], (3, 2, 0, 1))  # (H, W, C, N) -> (N, C, H, W), as torchvision
-    y = mat["y"].astype(np.int64).squeeze(1)
+    try:
+        mat = loadmat(str(path), variable_names=names)
+    except Exception as e:  # MatReadError, ValueError, OSError, zlib.error on a bad file
+        raise DatasetError(f"svhn: cannot read {path} ({type(e).__name__}: {e})") from None
+    missing = [n for n in names if n not in mat]
+    if missing:
+        raise DatasetError(f"svhn: {path} has no {' or '.join(missing)} variable")
+    return mat
+
+
+def _labels_of(mat: dict[str, Any], path: Path) -> torch.Tensor:
+    y = np.asarray(mat["y"])
+    if y.ndim != 2 or y.shape[1] != 1 or y.dtype.kind not in "iuf":
+        raise DatasetError(f"svhn: {path}: y must be an (N, 1) array of labels 1..10")
+    y = y.astype(np.int64).squeeze(1)
+    if len(y) and (y.min() < 0 or y.max() > 10):
+        raise DatasetError(f"svhn: {path}: labels must be 1..10 (found {y.min()}..{y.max()})")
     y[y == 10] = 0  # the release stores the digit 0 as class 10
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8)), torch.from_numpy(y)
+    return torch.from_numpy(y)
+
+
+def _read_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    mat = _loadmat(path, ["X", "y"])
+    y = _labels_of(mat, path)
+    x = np.asarray(mat["X"])
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+        raise DatasetError(f"svhn: {path}: X must be (32, 32, 3, N) for the N labels in y "
+                           f"(got {x.shape} and {len(y)})")
+    x = np.transpose(x, (3, 2, 0, 1))  # (H, W, C, N) -> (N, C, H, W), as torchvision
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8)), y
 
 
 def _per_class_pick(
@@ -88,7 +118,39 @@ def _per_class_pick(
     return torch.nonzero(keep).flatten(), pick
 
 
-@register_dataset("svhn", describe=_describe, check=_check)
+def _protocol(
+    train_y: torch.Tensor, extra_y: torch.Tensor, per_train: int, per_extra: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices (train rest, train val, extra rest, extra val) of the train+extra protocol."""
+    gen = torch.Generator().manual_seed(seed)
+    tr_rest, tr_val = _per_class_pick(train_y, per_train, gen, "train")
+    ex_rest, ex_val = _per_class_pick(extra_y, per_extra, gen, "extra")
+    return tr_rest, tr_val, ex_rest, ex_val
+
+
+def _split_labels(
+    root: str,
+    svhn_extra: bool = False,
+    val_per_class_train: int = 400,
+    val_per_class_extra: int = 200,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Training (and protocol validation) labels from the ``y`` variables alone, for the split check."""
+    folder, table = Path(root) / FOLDER, _split_list()
+    ys = {}
+    for s in _splits(svhn_extra):
+        if s != "test":
+            path = folder / table[s][1]
+            ys[s] = _labels_of(_loadmat(path, ["y"]), path)
+    if not svhn_extra:
+        return ys["train"], None
+    tr_rest, tr_val, ex_rest, ex_val = _protocol(ys["train"], ys["extra"], val_per_class_train,
+                                                 val_per_class_extra, seed)
+    return (torch.cat([ys["train"][tr_rest], ys["extra"][ex_rest]]),
+            torch.cat([ys["train"][tr_val], ys["extra"][ex_val]]))
+
+
+@register_dataset("svhn", describe=_describe, check=_check, labels=_split_labels)
 def load_svhn(
     root: str,
     download: bool = False,
@@ -146,9 +208,8 @@ def load_svhn(
     )
     if not svhn_extra:
         return raw
-    gen = torch.Generator().manual_seed(seed)
-    tr_rest, tr_val = _per_class_pick(data["train_y"], val_per_class_train, gen, "train")
-    ex_rest, ex_val = _per_class_pick(data["extra_y"], val_per_class_extra, gen, "extra")
+    tr_rest, tr_val, ex_rest, ex_val = _protocol(data["train_y"], data["extra_y"],
+                                                 val_per_class_train, val_per_class_extra, seed)
     raw.val_x = torch.cat([data["train_x"][tr_val], data["extra_x"][ex_val]])
     raw.val_y = torch.cat([data["train_y"][tr_val], data["extra_y"][ex_val]])
     raw.train_x = torch.cat([data["train_x"][tr_rest], data["extra_x"][ex_rest]])
