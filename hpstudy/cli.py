@@ -105,7 +105,8 @@ def load_checked(study: str, overrides: list[str] | None):
 
     cfg = load_study(study, overrides)
     d = cfg.data
-    check_dataset(d.dataset, root=data_root(d.root), download=d.download, **d.options)
+    check_dataset(d.dataset, root=data_root(d.root), download=d.download, val_split=d.val_split,
+                  subset=d.subset, seed=d.seed, augmentation=d.augmentation, **d.options)
     return cfg
 
 

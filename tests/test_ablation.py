@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from scipy.stats import t as student_t
 
 from hpstudy.analyze.ablation import Design, analyze_ablation, mean_ci
+from hpstudy.api import ablate as run_ablation  # runs, statistics, then the report
 from hpstudy.config import ConfigError
 from hpstudy.report.ablation import (
     CellBarsInfo,
@@ -31,7 +32,6 @@ from hpstudy.report.ablation import (
     _effects_info,
     _interaction_info,
 )
-from hpstudy.api import ablate as run_ablation  # runs, statistics, then the report
 from hpstudy.search.ablation import load_ablation, plan_ablation
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -100,7 +100,7 @@ def test_yaml_is_loaded_safely(tmp_path: Path):
 def test_set_overrides_are_type_checked(write_study):
     path = write_study(tiny_study())
     cfg = load_study(path, ["train.lr=0.5", "batch_size=16", "scheduler=step",
-                            "model.hidden=[8, 8]", "data.augmentation=[hflip]"])
+                            "model.hidden=[8, 8]", "data.augmentation=[pad_crop]"])
     assert cfg.train.lr == 0.5
     assert cfg.data.batch_size == 16
     assert cfg.train.scheduler.name == "step"

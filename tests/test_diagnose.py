@@ -309,8 +309,8 @@ def regimes_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """
     if _REGIMES:
         return _REGIMES
-    from hpstudy.config import from_dict
     from hpstudy.api import run_config as run_study  # study + registration + report
+    from hpstudy.config import from_dict
 
     root = tmp_path_factory.mktemp("regimes")
     space = {

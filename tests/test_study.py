@@ -9,8 +9,8 @@ import pytest
 from conftest import tiny_study
 from mlflow import MlflowClient
 
-from hpstudy.config import from_dict
 from hpstudy.api import run_config
+from hpstudy.config import from_dict
 from hpstudy.search import PARENT_RUN_ATTR, run_study
 from hpstudy.train import fit
 

@@ -29,8 +29,8 @@ from conftest import tiny_study
 from mlflow import MlflowClient
 from servers import postgres_skip_reason, postgres_url, start_mlflow_server
 
-from hpstudy.config import from_dict
 from hpstudy.api import run_config as run_study  # study + registration + report
+from hpstudy.config import from_dict
 from hpstudy.track import EPOCH_METRICS, Tracker
 from hpstudy.track import registry as reg
 from hpstudy.train.fit import build_datamodule

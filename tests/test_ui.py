@@ -28,9 +28,9 @@ from browser import ensure_chromium, screenshot_and_check
 from conftest import tiny_study
 from servers import free_port
 
+from hpstudy.api import run_config as run_study  # study + registration + report
 from hpstudy.cli import main
 from hpstudy.config import from_dict
-from hpstudy.api import run_config as run_study  # study + registration + report
 from hpstudy.track.ui import UIError, runs_url, serve_ui, ui_command
 
 REPO = Path(__file__).resolve().parents[1]

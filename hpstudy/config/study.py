@@ -60,7 +60,9 @@ class DataConfig(Strict):
     dataset: str = "digits"
     root: str | None = None  # None: $HPSTUDY_DATA or ~/.cache/hpstudy/data
     download: bool = False
-    val_split: float = Field(0.2, gt=0)  # fraction (<1) or count (>=1) carved from train
+    # fraction (<1) or count (>=1) of the training images that validate; 0: none, every
+    # training image trains (the thesis's final runs; needs train.select: last)
+    val_split: float = Field(0.2, ge=0)
     seed: int = 0  # split and shuffling seed
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
@@ -220,7 +222,10 @@ class TrainConfig(Strict):
     deterministic: bool = False
     limit_train_batches: int | float | None = None  # tiny runs: batches per epoch
     limit_val_batches: int | float | None = None
-    evaluate_test: bool = False  # evaluate the best epoch on the test split at the end
+    evaluate_test: bool = False  # evaluate the selected epoch on the test split at the end
+    # which epoch's weights a run keeps and reports: the best by search.metric, or the
+    # last (the thesis reports its final configuration; required without validation)
+    select: Literal["best", "last"] = "best"
     num_threads: int | None = Field(None, ge=1)  # torch CPU threads for the trial
     # train each trial in its own process: a segfault or OOM kill fails only that
     # trial; costs the imports of a fresh process (seconds). DDP trials always do.
@@ -328,6 +333,17 @@ class StudyConfig(Strict):
     storage: str | None = None  # Optuna URL; None: $HPSTUDY_STORAGE or sqlite:///mlruns/optuna.db
     report: ReportConfig = Field(default_factory=ReportConfig)
 
+    @model_validator(mode="after")
+    def _validation_needed(self) -> StudyConfig:
+        if self.data.val_split == 0:
+            if self.train.select != "last":
+                raise ValueError("data.val_split: 0 leaves no validation images to pick the best "
+                                 "epoch by: set train.select: last")
+            if self.train.early_stopping.enabled:
+                raise ValueError("data.val_split: 0 leaves no validation images for "
+                                 "train.early_stopping to watch: turn it off")
+        return self
+
     # ------------------------------------------------------------ helpers
     @property
     def direction(self) -> str:
@@ -385,9 +401,20 @@ def from_dict(raw: Any, source: str = "<dict>", *, concrete: bool = False) -> St
     except (_models.UnknownModelError, _data.DatasetError) as e:
         raise ConfigError(source, None, str(e)) from None
     if not concrete:
+        check_augmentation(cfg, source)
         check_model_builds(cfg, source)
         validate_space(cfg, source)
     return cfg
+
+
+def check_augmentation(cfg: StudyConfig, source: str) -> None:
+    """The augmentation suits the dataset's classes (no flips of digits or house numbers)."""
+    d = cfg.data
+    try:
+        _data.augmentations_for(d.dataset, d.augmentation, **d.options)
+    except _data.DatasetError as e:
+        raise ConfigError(source, "data.augmentation",
+                          str(e).removeprefix("data.augmentation: ")) from None
 
 
 def check_model_builds(cfg: StudyConfig, source: str) -> None:

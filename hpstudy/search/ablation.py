@@ -139,13 +139,11 @@ class AblationPlan:
         """``(cell, seed) -> config hash`` of every planned run."""
         return {(c.id, s): self.config_hash(c.id, s) for c in self.cells for s in self.seeds}
 
-    def datasets(self) -> list[tuple[str, str | None, bool, dict[str, Any]]]:
-        """Distinct (dataset, root, download, options) the cells read."""
-        seen: dict[str, tuple[str, str | None, bool, dict[str, Any]]] = {}
+    def data_sections(self) -> list[Any]:
+        """The distinct ``data:`` sections the cells read (a DataConfig each)."""
+        seen: dict[str, Any] = {}
         for cfg in self.configs.values():
-            d = cfg.data
-            item = (d.dataset, d.root, d.download, d.options)
-            seen.setdefault(json.dumps(item, sort_keys=True, default=str), item)
+            seen.setdefault(json.dumps(cfg.to_dict()["data"], sort_keys=True), cfg.data)
         return list(seen.values())
 
 
@@ -248,8 +246,10 @@ def check_data(plan: AblationPlan) -> None:
     """Every data set the cells read is on this machine (or downloadable); raises DatasetError."""
     from ..data import check_dataset, data_root
 
-    for dataset, root, download, options in plan.datasets():
-        check_dataset(dataset, root=data_root(root), download=download, **options)
+    for d in plan.data_sections():
+        check_dataset(d.dataset, root=data_root(d.root), download=d.download,
+                      val_split=d.val_split, subset=d.subset, seed=d.seed,
+                      augmentation=d.augmentation, **d.options)
 
 
 # ------------------------------------------------------------------ running

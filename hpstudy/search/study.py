@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .._proc import Interrupted, interruption
-from ..config import StudyConfig, resolve_space, trial_params
+from ..config import ConfigError, StudyConfig, resolve_space, trial_params
 from ..names import ATTR_CONFIG, ATTR_FAIL_REASON, ATTR_PARENT_RUN, KILLED
 from ..track import Tracker
 from . import space as _space
@@ -141,6 +141,11 @@ def connect(cfg: StudyConfig, storage: str | None = None, tracking_uri: str | No
             ) -> StudySession:
     """Open the study and its tracker; find or create the parent run (stored in the study)."""
     configure_optuna_logging()
+    if cfg.data.val_split == 0:
+        raise ConfigError(f"study '{cfg.name}'", "data.val_split",
+                          "0 leaves no validation images, and a search compares trials on them; "
+                          "search with a validation split, then `hpstudy refit` trains the best "
+                          "configuration on every training image")
     storage_url = cfg.storage_url(storage)
     store, stale = session_storage(storage_url)
     study = open_study(cfg, store)  # refuses an incompatible resume before anything is written

@@ -59,7 +59,9 @@ _BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # UI opens on runs
 # data-config keys that change how images are fed, not which images: left out of the digest
 _NOT_DATA_IDENTITY = ("batch_size", "eval_batch_size", "num_workers", "augmentation", "download",
-                      "root")
+                      "root", "flip_invariant",
+                      # describe() facts about how images are fed, not which images
+                      "data.loader", "data.augment_ops", "data.cache")
 
 
 def _now_ms() -> int:

@@ -30,7 +30,9 @@ def checkpoint_from_fit(result: Any, meta: dict[str, Any] | None = None) -> dict
     model = {"name": hp["model"]["arch"], "num_classes": int(hp["num_classes"]),
              "in_chans": int(hp["in_chans"]), "input_size": int(hp["input_size"]),
              **module.model_cfg.kwargs()}
-    x, _ = next(iter(dm.val_dataloader()))
+    # two inputs as the network sees them: validation images, else test ones (val_split: 0)
+    split = "val" if dm.has_val else ("test" if dm.has_test else "train")
+    x, _ = next(iter(dm.dataloader(split)))
     example = x[:2].detach().cpu().float().clone()
     if example.shape[0] < 2:  # a batch of 2 keeps the exported batch dimension dynamic
         example = example.repeat(2, 1, 1, 1)[:2]

@@ -322,7 +322,7 @@ def is_global_zero() -> bool:
 def result_message(result: Any) -> dict[str, Any]:
     """The parts of a :class:`FitResult` the parent records (no module, no data)."""
     keys = ("history", "status", "monitor", "mode", "best_epoch", "best", "reason", "test",
-            "num_params", "data_info", "duration_s", "checkpoint_path")
+            "num_params", "data_info", "duration_s", "checkpoint_path", "validated")
     return {"kind": "final", "result": {k: getattr(result, k) for k in keys}}
 
 

@@ -67,6 +67,7 @@ class FitResult:
     # the parent reads it into ``checkpoint`` before the file's folder is removed
     checkpoint_path: str | None = None
     checkpoint: dict[str, Any] | None = None
+    validated: bool = True  # False: no validation split (data.val_split: 0)
 
     @property
     def value(self) -> float | None:
@@ -82,7 +83,9 @@ class FitResult:
         """
         if self.status == "pruned":
             return PRUNED
-        if self.status == "diverged" or self.value is None or not math.isfinite(self.value):
+        if self.status == "diverged" or self.best_epoch is None:
+            return FAIL
+        if self.validated and (self.value is None or not math.isfinite(self.value)):
             return FAIL
         return COMPLETE
 
@@ -91,7 +94,10 @@ class FitResult:
         """Why the result is ``FAIL`` (None when it is not)."""
         if self.state != FAIL:
             return None
-        return self.reason or f"no finite {self.monitor} was recorded"
+        if self.reason:
+            return self.reason
+        return "no epoch finished" if self.best_epoch is None else \
+            f"no finite {self.monitor} was recorded"
 
 
 def _better(a: float, b: float | None, mode: str) -> bool:
@@ -103,8 +109,12 @@ def _better(a: float, b: float | None, mode: str) -> bool:
 class _EpochRecorder(Callback):
     """Builds the history once per epoch, keeps the best weights, runs the hooks."""
 
-    def __init__(self, hooks: Sequence[EpochHook], monitor: str, mode: str):
+    def __init__(self, hooks: Sequence[EpochHook], monitor: str, mode: str,
+                 select: str = "best", validates: bool = True):
         self.hooks, self.monitor, self.mode = list(hooks), monitor, mode
+        # select "last": the final weights are the ones kept (no copy per epoch);
+        # without validation an epoch is recorded when its training ends
+        self.select, self.validates = select, validates
         self.history: list[dict[str, Any]] = []
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -141,9 +151,19 @@ class _EpochRecorder(Callback):
         self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])  # lr used this epoch
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not self.validates:
             return
-        m = trainer.callback_metrics
+        self._record(trainer, pl_module, trainer.callback_metrics)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.validates:
+            return  # recorded after this epoch's validation
+        metrics = dict(pl_module.epoch_metrics("train"))  # type: ignore[operator]
+        nan = torch.tensor(float("nan"), device=metrics["train_loss"].device)
+        self._record(trainer, pl_module, {**metrics, "val_loss": nan, "val_acc": nan})
+
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                m: Any) -> None:
         # one host sync per epoch, for the whole record
         values = torch.stack([m[k].detach().float().reshape(()) for k in CURVE_KEYS]).tolist()
         record: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
@@ -152,13 +172,16 @@ class _EpochRecorder(Callback):
         record["epoch_time_s"] = time.perf_counter() - self._t0
         self.history.append(record)
 
-        bad = [k for k in ("train_loss", "val_loss") if not math.isfinite(record[k])]
+        watched = ("train_loss", "val_loss") if self.validates else ("train_loss",)
+        bad = [k for k in watched if not math.isfinite(record[k])]
         if bad:
             self.stop_reason = f"diverged: non-finite {bad[0]} at epoch {record['epoch']}"
             trainer.should_stop = True
             return
         value = record[self.monitor]
-        if _better(value, self.best_value, self.mode):
+        if self.select == "last":
+            self.best_value, self.best_epoch = value, record["epoch"]
+        elif _better(value, self.best_value, self.mode):
             self.best_value, self.best_epoch = value, record["epoch"]
             self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
@@ -263,7 +286,8 @@ def fit(
 
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
-    recorder = _EpochRecorder(hooks, monitor, mode)
+    validates = dm.has_val
+    recorder = _EpochRecorder(hooks, monitor, mode, select=t.select, validates=validates)
     callbacks: list[Callback] = [recorder]
     if t.early_stopping.enabled:
         es = t.early_stopping
@@ -271,7 +295,7 @@ def fit(
             monitor=es.monitor, mode="max" if es.monitor == "val_acc" else "min",
             patience=es.patience, min_delta=es.min_delta, check_finite=False,
         ))
-    trainer = build_trainer(cfg, callbacks)
+    trainer = build_trainer(cfg, callbacks, **({} if validates else {"limit_val_batches": 0}))
     if _trains_in_spawned_ranks(trainer):
         fd, recorder.handoff = tempfile.mkstemp(prefix="hpstudy-recorder-", suffix=".pt")
         os.close(fd)
@@ -322,4 +346,5 @@ def fit(
         duration_s=time.perf_counter() - start,
         module=module,
         datamodule=dm,
+        validated=validates,
     )

@@ -104,6 +104,10 @@ class ClassifierModule(pl.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """``{stage}_loss`` and ``{stage}_acc`` of the epoch so far, then reset (syncs ranks)."""
+        return self._epoch_metrics(stage)
+
     def _epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         # compute() syncs across DDP ranks once per epoch
         loss, acc = self.loss[f"{stage}_"], self.acc[f"{stage}_"]
