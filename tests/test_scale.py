@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from hpstudy.config import from_dict
 from hpstudy.search import connect, get_storage, needs_process, open_study, run_study
 from hpstudy.search.parallel import device_shares
-from hpstudy.search.storage import GRACE_ENV, HEARTBEAT_ENV
+from hpstudy.search.storage import GRACE_ENV, HEARTBEAT_ENV, trial_id
 from hpstudy.train.child import death_reason, last_error_line
 from hpstudy.train.execute import device_count
 
@@ -299,6 +299,12 @@ def killed_worker_is_retried(name: str, storage: str, tracking_uri: str, tmp_pat
     finally:
         if proc.poll() is None:
             proc.kill()
+    # as if the worker had run on another machine: its death cannot be seen from here, so
+    # only the heartbeat tells (a worker on this host is failed at once: test_signals.py)
+    store = get_storage(storage)
+    (lost,) = _trials(name, storage)
+    store.set_trial_system_attr(trial_id(store, name, lost.number), "hpstudy:owner",
+                                {**lost.system_attrs["hpstudy:owner"], "host": "another-machine"})
     time.sleep(4)  # past the grace period
 
     # worker B (this process): its first trial fails the stale one and runs the retry

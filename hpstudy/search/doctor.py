@@ -92,6 +92,8 @@ def examine(study: optuna.Study, tracker: Tracker) -> list[Finding]:
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     runs_by_number: dict[int, list[Any]] = {}
     for r in _trial_runs(tracker, name):
+        if r.data.tags.get("hpstudy.orphan") == "true":
+            continue  # reported and closed before
         try:
             number = int(r.data.tags[TAG_TRIAL_NUMBER])
         except (KeyError, ValueError):
@@ -174,7 +176,8 @@ def repair(study: optuna.Study, storage: optuna.storages.BaseStorage, tracker: T
     name = study.study_name
     parent = study.user_attrs.get(ATTR_PARENT_RUN)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    for f in findings:
+    # the study run's counts last, from the trials as the other repairs left them
+    for f in sorted(findings, key=lambda f: f.kind == "parent_counts"):
         if not f.fixable:
             continue
         if f.kind == "no_parent_run":
@@ -205,8 +208,8 @@ def repair(study: optuna.Study, storage: optuna.storages.BaseStorage, tracker: T
                             {TAG_FAIL_REASON: "orphan: no such trial in the Optuna study",
                              "hpstudy.orphan": "true"})
         elif f.kind == "parent_counts":
-            tracker.log_metrics(f.data["run_id"], f.data["counts"],
-                                step=int(f.data["counts"]["n_trials"]))
+            counts = _counts(study.get_trials(deepcopy=False))
+            tracker.log_metrics(f.data["run_id"], counts, step=int(counts["n_trials"]))
         f.fixed = True
     return findings
 

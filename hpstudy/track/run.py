@@ -14,6 +14,7 @@ without recording ends the run ``FAIL`` ("ended without a result").
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,8 @@ from ..names import (
     TAG_FAIL_REASON,
 )
 from .tracker import Tracker, history_csv
+
+_log = logging.getLogger("hpstudy")
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -123,16 +126,25 @@ class TrackedRun:
         self.state = state
 
     def fail(self, exc: BaseException) -> str:
-        """End the run for ``exc``: KILLED for a signal, FAIL otherwise; returns the reason."""
+        """End the run for ``exc``: KILLED for a signal, FAIL otherwise; returns the reason.
+
+        Never raises: a store that fails now (a locked database, a server gone)
+        must not replace ``exc``, which the caller re-raises (an interruption
+        has to reach the code that stops the study).
+        """
         reason = failure_reason(exc)
-        if not self.ended:
-            tb = "".join(traceback.format_exception(exc))
-            try:
-                self.tracker.log_text(self.id, tb, "error.txt")
-            except Exception:  # noqa: BLE001 - the state below matters more
-                pass
-            state = KILLED if interruption(exc) is not None else FAIL
+        if self.ended:
+            return reason
+        try:
+            self.tracker.log_text(self.id, "".join(traceback.format_exception(exc)), "error.txt")
+        except Exception:  # noqa: BLE001 - the state below matters more
+            pass
+        state = KILLED if interruption(exc) is not None else FAIL
+        try:
             self.end(state, {TAG_FAIL_REASON: reason})
+        except Exception as e:  # noqa: BLE001 - see above
+            _log.warning("run %s could not be marked %s: %s: %s", self.id, state,
+                         type(e).__name__, e)
         return reason
 
 

@@ -17,7 +17,6 @@ its URL on that server is printed instead.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from .._proc import stop_process_group
+from .._proc import Interrupted, stop_process_group, trap_signals
 from .tracker import local_artifact_root, prepare_local_uri
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
@@ -141,10 +140,6 @@ def stop_server(proc: subprocess.Popen, timeout: float = 15.0) -> int:
     return stop_process_group(proc, grace_s=timeout)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def serve_ui(study: str | None = None, tracking_uri: str | None = None,
              host: str = "127.0.0.1", port: int = 5000, *, ready_timeout: float = 180.0,
              echo: Callable[[str], None] | None = None) -> int:
@@ -182,32 +177,26 @@ def serve_ui(study: str | None = None, tracking_uri: str | None = None,
         say(f"warning: the MLflow UI has no login; anyone who reaches {host}:{port} can read "
             "and delete runs")
     env = {**os.environ, **{k: v for k, v in _SERVER_ENV.items() if k not in os.environ}}
+    # the server leads its own process group (a terminal's signals do not reach it):
+    # Ctrl-C, SIGTERM and a closed terminal (SIGHUP) reach this process, which stops it
     proc = subprocess.Popen(ui_command(uri, host, port), env=env, start_new_session=True)
-    previous = signal.getsignal(signal.SIGTERM)
-    in_main = _in_main_thread()
-    if in_main:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        probe = "127.0.0.1" if wildcard or host in LOOPBACK else host
-        _wait_ready(f"http://{_url_host(probe)}:{port}", proc, ready_timeout)
-        say(f"MLflow UI on {uri}\n  {url}\n(Ctrl-C to stop)")
-        return proc.wait()
-    except KeyboardInterrupt:
+        with trap_signals():
+            probe = "127.0.0.1" if wildcard or host in LOOPBACK else host
+            _wait_ready(f"http://{_url_host(probe)}:{port}", proc, ready_timeout)
+            say(f"MLflow UI on {uri}\n  {url}\n(Ctrl-C to stop)")
+            return proc.wait()
+    except (Interrupted, KeyboardInterrupt):
         stop_server(proc)
         say("MLflow UI stopped")
         return 0
     finally:
         if proc.poll() is None:
             stop_server(proc)
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _in_main_thread() -> bool:
-    import threading
 
-    return threading.current_thread() is threading.main_thread()
