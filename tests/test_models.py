@@ -23,7 +23,9 @@ from hpstudy.models import (
     model_info,
     model_kwargs,
     models_table,
+    register_model,
 )
+from hpstudy.models._registry import _MODELS
 
 REQUIRED = {
     "mlp", "lenet5", "baseline_cnn", "alexnet", "alexnet_small",
@@ -55,6 +57,46 @@ def test_registry_has_every_required_model():
     assert not missing, f"not registered: {sorted(missing)}"
 
 
+CONTRACT = {"num_classes", "in_chans", "drop_rate", "act_layer", "norm_layer"}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builder_exposes_its_keyword_arguments(name: str):
+    """The config checks ``model.foo`` by name: every builder must spell its arguments out."""
+    accepted = model_kwargs(name)
+    assert accepted is not None, f"{name}: builder hides its arguments behind **kwargs"
+    assert CONTRACT <= accepted, f"{name}: lacks {sorted(CONTRACT - accepted)}"
+    assert set(model_info(name).defaults) <= accepted  # a variant binds real arguments only
+    with torch.device("meta"), pytest.raises(TypeError, match="does not take foo"):
+        create_model(name, num_classes=7, in_chans=3, foo=1)
+
+
+@pytest.mark.parametrize(
+    ("builder", "defaults", "match"),
+    [
+        (lambda **kwargs: nn.Identity(), {}, "hides its arguments"),
+        (lambda num_classes, in_chans, drop_rate, act_layer: nn.Identity(), {}, "lacks norm_layer"),
+        (lambda num_classes, in_chans, drop_rate, act_layer, norm_layer: nn.Identity(),
+         {"depth": 3}, "does not take depth"),
+    ],
+)
+def test_register_model_rejects_unreadable_builders(builder, defaults: dict, match: str):
+    with pytest.raises(TypeError, match=match):
+        register_model("_bad_builder", family="test", native_size=8, min_size=1,
+                       **defaults)(builder)
+    assert "_bad_builder" not in _MODELS
+
+
+def test_config_checks_arguments_of_the_default_architecture():
+    """baseline_cnn (the default) used to take **kwargs, which skipped this check."""
+    from hpstudy.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="'baseline_cnn' does not take foo .*it takes .*widths"):
+        from_dict({"name": "x", "model": {"foo": 1}})
+    assert from_dict({"name": "x", "model": {"widths": [8, 16]}}).model.kwargs() == {
+        "widths": [8, 16]}
+
+
 @pytest.mark.parametrize("in_chans", [1, 3])
 @pytest.mark.parametrize("name", _marked(list_models()))
 def test_forward_backward_at_min_size(name: str, in_chans: int):
@@ -81,8 +123,8 @@ def _meta_cases() -> list[tuple[str, int, int]]:
     """
     cases = []
     for name in list_models():
-        info, accepted = model_info(name), model_kwargs(name)
-        if accepted is None or "input_size" in accepted or _TABLE[name]["params"] > HEAVY:
+        info = model_info(name)
+        if "input_size" in model_kwargs(name) or _TABLE[name]["params"] > HEAVY:
             cases.append((name, info.native_size, 3))
         if _TABLE[name]["params"] > HEAVY:
             cases += [(name, info.min_size, c) for c in (1, 3)]
@@ -100,8 +142,6 @@ def test_meta_forward_shape(name: str, size: int, in_chans: int):
 @pytest.mark.parametrize("name", list_models())
 def test_common_kwargs_take_effect(name: str):
     """drop_rate, act_layer and norm_layer are accepted by every model and change it."""
-    accepted = model_kwargs(name)
-    assert accepted is None or {"drop_rate", "act_layer", "norm_layer"} <= accepted
     size = model_info(name).min_size
 
     def build(**hp) -> nn.Module:
@@ -233,7 +273,7 @@ DATASETS = {
 
 def _thesis_params(arch: str, dataset: str, num_classes: int | None = None) -> int:
     in_chans, classes, size, variant = DATASETS[dataset.rstrip("+")]
-    kw = {"variant": variant} if "variant" in (model_kwargs(arch) or ()) else {}
+    kw = {"variant": variant} if "variant" in model_kwargs(arch) else {}
     with torch.device("meta"):
         model = create_model(arch, num_classes=num_classes or classes, in_chans=in_chans,
                              input_size=size, **kw)

@@ -39,10 +39,16 @@ class ModelInfo:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
+# Every builder takes these (the timm contract): the Lightning module, the
+# config and the tests never special-case an architecture.
+CONTRACT_KWARGS = frozenset({"num_classes", "in_chans", "drop_rate", "act_layer", "norm_layer"})
+
+
 @dataclass(frozen=True)
 class _Entry:
     fn: Callable[..., nn.Module]
     info: ModelInfo
+    kwargs: frozenset[str]  # the builder's keyword arguments, from its signature
 
 
 _MODELS: dict[str, _Entry] = {}
@@ -74,16 +80,40 @@ def register_model(
 
     ``defaults`` are bound into the builder, so one model class serves many
     data-only variants: ``register_model("vgg11", ..., cfg="A")(_create_vgg)``.
+
+    The builder must spell out its keyword arguments (no ``**kwargs``), the
+    contract's among them: the config rejects ``model.foo`` for an
+    architecture that does not take ``foo`` by reading them.
+
+    Raises:
+        TypeError: the builder hides its arguments, misses one of the contract's
+            (``num_classes in_chans drop_rate act_layer norm_layer``), or
+            ``defaults`` names an argument it does not take.
+        ValueError: ``name`` is registered already.
     """
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model '{name}' is registered twice")
+        kwargs = _keyword_args(name, fn)
+        missing = sorted(CONTRACT_KWARGS - kwargs)
+        unknown = sorted(set(defaults) - kwargs)
+        if missing or unknown:
+            what = f"lacks {', '.join(missing)}" if missing else f"does not take {', '.join(unknown)}"
+            raise TypeError(f"builder of model '{name}' {what}")
         info = ModelInfo(name, family, native_size, min_size, description, dict(defaults))
-        _MODELS[name] = _Entry(fn, info)
+        _MODELS[name] = _Entry(fn, info, kwargs)
         return fn
 
     return deco
+
+
+def _keyword_args(name: str, fn: Callable[..., nn.Module]) -> frozenset[str]:
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
+        raise TypeError(f"builder of model '{name}' hides its arguments behind *args/**kwargs; "
+                        "spell them out (the config checks model arguments by name)")
+    return frozenset(p.name for p in params if p.kind is not p.POSITIONAL_ONLY)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -100,15 +130,17 @@ def model_info(name: str) -> ModelInfo:
         raise UnknownModelError(name) from None
 
 
-def model_kwargs(name: str) -> set[str] | None:
-    """Keyword arguments the builder accepts (None when it takes ``**kwargs``)."""
+def model_kwargs(name: str) -> set[str]:
+    """Keyword arguments the builder of ``name`` accepts (the contract's among them).
+
+    Every builder spells its arguments out (:func:`register_model` checks), so
+    this is never None; ``input_size`` is among them for models whose layers
+    depend on the input side.
+    """
     entry = _MODELS.get(name)
     if entry is None:
         raise UnknownModelError(name)
-    params = inspect.signature(entry.fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    return set(entry.kwargs)
 
 
 def create_model(
@@ -134,16 +166,14 @@ def create_model(
         raise UnknownModelError(name)
     entry = _MODELS[name]
     kwargs = {**entry.info.defaults, **hp}
-    accepted = model_kwargs(name)
-    if input_size is not None and (accepted is None or "input_size" in accepted):
+    if input_size is not None and "input_size" in entry.kwargs:
         kwargs["input_size"] = input_size
-    if accepted is not None:
-        unknown = sorted(set(kwargs) - accepted)
-        if unknown:
-            raise TypeError(
-                f"model '{name}' does not take {', '.join(unknown)}; "
-                f"it takes {', '.join(sorted(accepted - {'num_classes', 'in_chans'}))}"
-            )
+    unknown = sorted(set(kwargs) - entry.kwargs)
+    if unknown:
+        raise TypeError(
+            f"model '{name}' does not take {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(entry.kwargs - {'num_classes', 'in_chans'}))}"
+        )
     return entry.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
