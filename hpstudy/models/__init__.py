@@ -1,8 +1,9 @@
 """Model zoo. Importing this package registers every family's builders.
 
 Public surface: :func:`create_model`, :func:`list_models`, :func:`model_info`,
-:func:`register_model`, :func:`count_params`, :func:`models_table`, and the string factories of
-:mod:`hpstudy.models.layers`.
+:func:`register_model`, :func:`count_params`, :func:`models_table`, the string factories of
+:mod:`hpstudy.models.layers` and its training helpers (:func:`apply_max_norm`,
+:func:`param_groups_weights_only`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ from ._registry import (
     models_table,
     register_model,
 )
-from .layers import ACTIVATIONS, INITS, NORMS, get_act, get_norm, init_weights
+from .layers import (
+    ACTIVATIONS,
+    INITS,
+    NORMS,
+    apply_max_norm,
+    get_act,
+    get_norm,
+    init_weights,
+    param_groups_weights_only,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -40,6 +50,7 @@ __all__ = [
     "NORMS",
     "ModelInfo",
     "UnknownModelError",
+    "apply_max_norm",
     "count_params",
     "create_model",
     "get_act",
@@ -49,5 +60,6 @@ __all__ = [
     "model_info",
     "model_kwargs",
     "models_table",
+    "param_groups_weights_only",
     "register_model",
 ]
