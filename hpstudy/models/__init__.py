@@ -1,7 +1,8 @@
 """Model zoo. Importing this package registers every family's builders.
 
 Public surface: :func:`create_model`, :func:`list_models`, :func:`model_info`,
-:func:`register_model`, :func:`count_params`, :func:`models_table`, the string factories of
+:func:`register_model`, :func:`count_params`, :func:`models_table`, :func:`cam_layers`
+(global-average-pool heads, for class activation maps), the string factories of
 :mod:`hpstudy.models.layers` and its training helpers (:func:`apply_max_norm`,
 :func:`param_groups_weights_only`).
 """
@@ -11,9 +12,11 @@ from __future__ import annotations
 from . import (  # noqa: F401  (importing a family registers its builders)
     alexnet,
     baseline,
+    cnn,
     densenet,
     efficientnet,
     googlenet,
+    inception,
     lenet,
     mlp,
     mobilenet,
@@ -21,10 +24,13 @@ from . import (  # noqa: F401  (importing a family registers its builders)
     resnet,
     separable,
     vgg,
+    xception,
 )
 from ._registry import (
+    CamLayers,
     ModelInfo,
     UnknownModelError,
+    cam_layers,
     count_params,
     create_model,
     list_models,
@@ -35,6 +41,7 @@ from ._registry import (
 )
 from .layers import (
     ACTIVATIONS,
+    HEADS,
     INITS,
     NORMS,
     apply_max_norm,
@@ -46,11 +53,14 @@ from .layers import (
 
 __all__ = [
     "ACTIVATIONS",
+    "HEADS",
     "INITS",
     "NORMS",
+    "CamLayers",
     "ModelInfo",
     "UnknownModelError",
     "apply_max_norm",
+    "cam_layers",
     "count_params",
     "create_model",
     "get_act",

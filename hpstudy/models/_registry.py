@@ -3,6 +3,15 @@
 Every builder is registered with :func:`register_model` together with a small
 :class:`ModelInfo` record. :func:`create_model` is the only way the rest of
 hpstudy builds a network, so no caller ever special-cases an architecture.
+
+GAP heads (for class activation maps): a built model whose logits are
+``classifier(mean_HW(features(...)))`` (global average pooling, then one
+linear layer; dropout in between is allowed) says so with a plain-data
+attribute ``gap_head = (features_path, classifier_path)``, dotted submodule
+names. :func:`cam_layers` resolves it. It is a property of the built model,
+not of the registry entry, because ``head: fc`` (or hidden dense layers)
+turns it off; models without one (a fully connected head, NiN's class maps)
+have no attribute and :func:`cam_layers` returns None.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch.nn as nn
 
@@ -214,3 +223,30 @@ def models_table(
             "description": info.description,
         })
     return rows
+
+
+class CamLayers(NamedTuple):
+    """The two modules a class activation map (Zhou et al., 2016) needs.
+
+    ``CAM_k = sum_c classifier.weight[k, c] * F[:, c]`` where ``F`` is the
+    output of ``features`` (N, C, H, W): the logits are ``classifier`` applied
+    to ``F`` averaged over H and W. Capture ``F`` with a forward hook.
+    """
+
+    features: nn.Module
+    classifier: nn.Linear
+
+
+def cam_layers(model: nn.Module) -> CamLayers | None:
+    """``(features, classifier)`` of a model with a global-average-pool head, else None.
+
+    Reads the model's ``gap_head`` attribute (see the module docstring).
+    """
+    names = getattr(model, "gap_head", None)
+    if names is None:
+        return None
+    features, classifier = (model.get_submodule(n) for n in names)
+    if not isinstance(classifier, nn.Linear):
+        raise TypeError(f"{type(model).__name__}.gap_head names {names[1]!r}, "
+                        f"a {type(classifier).__name__}, not a Linear")
+    return CamLayers(features, classifier)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -28,6 +29,10 @@ _ACTS: dict[str, Callable[[bool], nn.Module]] = {
 }
 ACTIVATIONS = tuple(_ACTS)
 NORMS = ("batch", "none", "layer", "group", "instance")
+# Classifier heads: global average pooling then a linear layer (``gap``; the
+# network is then independent of the input size and gives class activation
+# maps), or flattening the last feature map into fully connected layers (``fc``).
+HEADS = ("gap", "fc")
 INITS = (
     "default",
     "he_normal",
@@ -37,6 +42,13 @@ INITS = (
     "orthogonal",
     "normal",
 )
+
+
+def check_head(head: str) -> str:
+    """``head`` if it is one of :data:`HEADS`, else a ValueError naming the choices."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)} (got {head!r})")
+    return head
 
 
 def get_act(name: str, inplace: bool = True) -> nn.Module:
@@ -129,6 +141,27 @@ def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
             parent_name, _, attr = name.rpartition(".")
             return model.get_submodule(parent_name), attr, module
     raise ValueError(f"{type(model).__name__} has no Conv2d to adapt")
+
+
+class ConvNormAct(nn.Module):
+    """conv -> norm -> act by name; a drop-in for torchvision's ``BasicConv2d``.
+
+    ``kwargs`` go to ``nn.Conv2d`` (``kernel_size`` may be a ``(h, w)`` pair for
+    the asymmetric convs of Inception-v3). The conv has no bias in front of a
+    normalization layer.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, act_layer: str = "relu",
+        norm_layer: str = "batch", **kwargs: Any,
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=norm_layer == "none", **kwargs)
+        self.bn = get_norm(norm_layer, out_channels)
+        self.act = get_act(act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
 
 
 def init_weights(model: nn.Module, scheme: str = "he_normal", std: float = 0.05) -> nn.Module:
