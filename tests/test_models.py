@@ -1,9 +1,11 @@
 """Model zoo: every registered architecture, parametrized over the registry (timm style).
 
 Per model: batch 2 at the smallest legal input, ``num_classes=7``, 1 and 3
-input channels: output shape, finite outputs, a gradient for every parameter.
-Parameter counts are checked against the thesis's table 4.6 on the meta
-device (no memory, no init time). One Lightning ``fast_dev_run`` per family.
+input channels: output shape, finite outputs, a gradient for every parameter,
+and for a GAP head the identity class activation maps rely on. Parameter
+counts are checked against the thesis's table 4.6 and the papers on the meta
+device (no memory, no init time), and the table behind ``hpstudy models``
+against real builds. One Lightning ``fast_dev_run`` per family.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import torch
 import torch.nn as nn
 
 from hpstudy.models import (
+    _counts,
+    cam_layers,
     count_params,
     create_model,
     list_models,
     model_info,
     model_kwargs,
     models_table,
+    register_model,
 )
+from hpstudy.models._registry import natural_key
 
 REQUIRED = {
     "mlp", "lenet5", "baseline_cnn", "alexnet", "alexnet_small",
@@ -33,6 +39,10 @@ REQUIRED = {
     "preact_resnet110", "preact_resnet65", "preact_resnet83", "preact_resnet164",
     "wrn", "wrn40_4", "wrn28_10", "densenet", "densenet40_12", "densenet_bc100_12",
     "mobilenet_v2", "efficientnet_b0", "separable_cnn",
+    # the course's architectures added with the generic CNN
+    "cnn", "resnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+    "efficientnet", *(f"efficientnet_b{i}" for i in range(8)),
+    "inception_v3", "inception_small", "xception", "xception_small",
 }
 
 # Parameters at the smallest input, 3 channels, 7 classes (meta device: free).
@@ -55,6 +65,46 @@ def test_registry_has_every_required_model():
     assert not missing, f"not registered: {sorted(missing)}"
 
 
+CONTRACT = {"num_classes", "in_chans", "drop_rate", "act_layer", "norm_layer"}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builder_exposes_its_keyword_arguments(name: str):
+    """The config checks ``model.foo`` by name: every builder must spell its arguments out."""
+    accepted = model_kwargs(name)
+    assert accepted is not None, f"{name}: builder hides its arguments behind **kwargs"
+    assert CONTRACT <= accepted, f"{name}: lacks {sorted(CONTRACT - accepted)}"
+    assert set(model_info(name).defaults) <= accepted  # a variant binds real arguments only
+    with torch.device("meta"), pytest.raises(TypeError, match="does not take foo"):
+        create_model(name, num_classes=7, in_chans=3, foo=1)
+
+
+@pytest.mark.parametrize(
+    ("builder", "defaults", "match"),
+    [
+        (lambda **kwargs: nn.Identity(), {}, "hides its arguments"),
+        (lambda num_classes, in_chans, drop_rate, act_layer: nn.Identity(), {}, "lacks norm_layer"),
+        (lambda num_classes, in_chans, drop_rate, act_layer, norm_layer: nn.Identity(),
+         {"depth": 3}, "does not take depth"),
+    ],
+)
+def test_register_model_rejects_unreadable_builders(builder, defaults: dict, match: str):
+    with pytest.raises(TypeError, match=match):
+        register_model("_bad_builder", family="test", native_size=8, min_size=1,
+                       **defaults)(builder)
+    assert "_bad_builder" not in list_models()
+
+
+def test_config_checks_arguments_of_the_default_architecture():
+    """baseline_cnn (the default) used to take **kwargs, which skipped this check."""
+    from hpstudy.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="'baseline_cnn' does not take foo .*it takes .*widths"):
+        from_dict({"name": "x", "model": {"foo": 1}})
+    assert from_dict({"name": "x", "model": {"widths": [8, 16]}}).model.kwargs() == {
+        "widths": [8, 16]}
+
+
 @pytest.mark.parametrize("in_chans", [1, 3])
 @pytest.mark.parametrize("name", _marked(list_models()))
 def test_forward_backward_at_min_size(name: str, in_chans: int):
@@ -70,6 +120,59 @@ def test_forward_backward_at_min_size(name: str, in_chans: int):
     assert not no_grad, f"parameters outside the forward path: {no_grad[:5]}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     assert sum(p.grad.abs().sum() for p in model.parameters()) > 0
+    if in_chans == 3:  # same build: the GAP head's promise, checked where it is cheap
+        _check_gap_head(model, torch.randn(2, in_chans, size, size))
+
+
+def _check_gap_head(model: nn.Module, x: torch.Tensor) -> None:
+    """Where a model declares a GAP head: logits == classifier(mean over H, W of features)."""
+    layers = cam_layers(model)
+    if layers is None:
+        return
+    model.eval()
+    maps = []
+    handle = layers.features.register_forward_hook(lambda m, i, o: maps.append(o.detach()))
+    with torch.no_grad():
+        out = model(x)
+    handle.remove()
+    assert len(maps) == 1 and maps[0].dim() == 4
+    assert maps[0].shape[1] == layers.classifier.in_features
+    torch.testing.assert_close(out, layers.classifier(maps[0].mean((2, 3))), rtol=1e-4, atol=1e-5)
+
+
+GAP_FAMILIES = {"resnet", "densenet", "separable", "googlenet", "mobilenet", "efficientnet",
+                "inception", "xception", "cnn"}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_gap_head_is_declared_where_the_architecture_has_one(name: str):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=7, in_chans=3, input_size=model_info(name).min_size)
+    layers = cam_layers(model)
+    assert (layers is not None) == (model_info(name).family in GAP_FAMILIES), name
+    if layers is not None:
+        assert layers.classifier.out_features == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("resnet20", {"head": "fc"}), ("preact_resnet20", {"head": "fc"}), ("wrn", {"head": "fc"}),
+     ("cnn", {"head": "fc"}), ("cnn", {"hidden": 16}), ("bn_vgg15", {"head": "gap"}),
+     ("vgg11", {})],
+)
+def test_fc_head_or_hidden_layers_have_no_cam(name: str, kwargs: dict):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=7, in_chans=3, input_size=32, **kwargs)
+    assert cam_layers(model) is None
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("bn_vgg15", {"head": "gap", "hidden": 0}),
+                                               ("vgg11", {"head": "gap"})])
+def test_vgg_gap_head_gives_cam_layers(name: str, kwargs: dict):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_chans=3, **kwargs)
+    assert cam_layers(model) is not None
+    _check_gap_head(model, torch.randn(2, 3, 32, 32))
 
 
 def _meta_cases() -> list[tuple[str, int, int]]:
@@ -81,8 +184,8 @@ def _meta_cases() -> list[tuple[str, int, int]]:
     """
     cases = []
     for name in list_models():
-        info, accepted = model_info(name), model_kwargs(name)
-        if accepted is None or "input_size" in accepted or _TABLE[name]["params"] > HEAVY:
+        info = model_info(name)
+        if "input_size" in model_kwargs(name) or _TABLE[name]["params"] > HEAVY:
             cases.append((name, info.native_size, 3))
         if _TABLE[name]["params"] > HEAVY:
             cases += [(name, info.min_size, c) for c in (1, 3)]
@@ -100,8 +203,6 @@ def test_meta_forward_shape(name: str, size: int, in_chans: int):
 @pytest.mark.parametrize("name", list_models())
 def test_common_kwargs_take_effect(name: str):
     """drop_rate, act_layer and norm_layer are accepted by every model and change it."""
-    accepted = model_kwargs(name)
-    assert accepted is None or {"drop_rate", "act_layer", "norm_layer"} <= accepted
     size = model_info(name).min_size
 
     def build(**hp) -> nn.Module:
@@ -233,7 +334,7 @@ DATASETS = {
 
 def _thesis_params(arch: str, dataset: str, num_classes: int | None = None) -> int:
     in_chans, classes, size, variant = DATASETS[dataset.rstrip("+")]
-    kw = {"variant": variant} if "variant" in (model_kwargs(arch) or ()) else {}
+    kw = {"variant": variant} if "variant" in model_kwargs(arch) else {}
     with torch.device("meta"):
         model = create_model(arch, num_classes=num_classes or classes, in_chans=in_chans,
                              input_size=size, **kw)
@@ -263,6 +364,23 @@ def test_cifar100_rows_differ_from_cifar10_only_by_the_head():
 
 
 # ---------------------------------------------------------------- table
+def test_names_sort_naturally():
+    names = list_models()
+    assert names == sorted(names, key=natural_key)
+    pos = {n: i for i, n in enumerate(names)}
+    for small, big in [
+        ("preact_resnet20", "preact_resnet110"), ("preact_resnet83", "preact_resnet164"),
+        ("resnet56", "resnet110"), ("vgg11", "vgg11_bn"), ("vgg11_bn", "vgg13"), ("wrn", "wrn28_10"),
+        ("wrn28_10", "wrn40_4"), ("preact_resnet", "preact_resnet20"),
+        ("efficientnet_b1", "efficientnet_b7"),
+    ]:
+        assert pos[small] < pos[big], (small, big)
+    assert list_models("preact_resnet*") == [
+        "preact_resnet", *(f"preact_resnet{d}" for d in (20, 32, 44, 56, 65, 83, 110, 164))]
+    assert sorted(["a10b2", "a9b10", "a10b10", "a", "b1"], key=natural_key) == [
+        "a", "a9b10", "a10b2", "a10b10", "b1"]
+
+
 def test_models_table_rows():
     rows = models_table(in_chans=1, num_classes=10, input_size=28)
     assert [r["name"] for r in rows] == list_models()
@@ -288,6 +406,64 @@ def test_models_table_counts_below_min_size_at_min_size():
     assert _TABLE["bn_vgg15"]["params"] == params("bn_vgg15", 32)  # table asked for 1 px
     assert _TABLE["alexnet_small"]["params"] == params("alexnet_small", 8)
     assert params("alexnet_small", 8) < params("alexnet_small", 32)  # the dense head grows
+
+
+def test_param_count_table_is_current():
+    """hpstudy/models/_param_counts.py must come from the current sources, or the table is slow."""
+    assert _counts.table_is_current(), (
+        "hpstudy/models changed since _param_counts.py was generated: "
+        "run `python -m hpstudy.models._counts` and commit the result"
+    )
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_param_count_table_matches_a_real_build(name: str):
+    """Every stored formula, at a point it was not fitted on, equals a meta build."""
+    f = _counts.formula(name)
+    if f is None:
+        pytest.skip("built at each call (size-dependent or not affine)")
+    size = model_info(name).min_size
+    assert _counts.evaluate(f, 1, 7) == _counts.built_count(name, 1, 7, size)
+
+
+def test_a_stale_param_count_table_is_ignored(monkeypatch):
+    assert _counts.formula("resnet20") is not None
+    monkeypatch.setattr(_counts, "source_fingerprint", lambda: "edited")
+    _counts._table.cache_clear()
+    try:
+        assert _counts.formula("resnet20") is None
+        assert not _counts.table_is_current()
+        row = next(r for r in models_table() if r["name"] == "resnet20")
+        assert row["params"] == _counts.built_count("resnet20", 3, 10, 32)  # built instead
+    finally:
+        monkeypatch.undo()
+        _counts._table.cache_clear()
+
+
+def test_models_table_is_fast_in_a_fresh_process():
+    """`hpstudy models` builds almost nothing and never imports torchvision (2 s alone)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]  # this checkout's hpstudy, not an installed one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    code = (
+        "import sys, time\n"
+        "import torch\n"
+        "t = time.perf_counter()\n"
+        "from hpstudy.models import models_table\n"
+        "rows = models_table()\n"
+        "print(time.perf_counter() - t, len(rows), 'torchvision' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120, cwd=root, env=env).stdout.split()
+    seconds, rows, torchvision = float(out[0]), int(out[1]), out[2] == "True"
+    assert rows == len(list_models())
+    assert not torchvision
+    assert seconds < 1.5, f"models_table took {seconds:.2f} s after importing torch"
 
 
 # ------------------------------------------------------ Lightning, per family

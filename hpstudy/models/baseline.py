@@ -18,7 +18,20 @@ from .layers import get_act, get_norm
 
 
 class BaselineCNN(nn.Module):
-    """Two conv+pool stages and one hidden dense layer."""
+    """Two conv+pool stages and one hidden dense layer.
+
+    Args:
+        num_classes: output logits.
+        in_chans: input channels.
+        input_size: input side; the dense layer sees (input_size // 4)^2 cells.
+        widths: filters of the two convs.
+        hidden: width of the hidden dense layer.
+        kernel_size: side of both (odd, SAME-padded) kernels.
+        drop_rate: dropout before the last layer.
+        act_layer: activation name.
+        norm_layer: normalization after each conv (``none`` in the thesis).
+        pool: ``avg`` (the thesis) or ``max``.
+    """
 
     def __init__(
         self,
@@ -34,6 +47,8 @@ class BaselineCNN(nn.Module):
         pool: str = "avg",
     ):
         super().__init__()
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max' (got {pool!r})")
         Pool = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
         c1, c2 = widths
         pad = kernel_size // 2  # SAME padding for odd kernels
@@ -60,14 +75,10 @@ class BaselineCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _create_baseline(**kwargs) -> BaselineCNN:
-    return BaselineCNN(**kwargs)
-
-
 register_model(
     "baseline_cnn",
     family="baseline",
     native_size=28,
     min_size=4,
     description="thesis MNIST baseline: 2x(conv5x5+avgpool), fc200, dropout",
-)(_create_baseline)
+)(BaselineCNN)

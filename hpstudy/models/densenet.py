@@ -145,6 +145,7 @@ class DenseNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(chs, num_classes)
         self.num_features = chs
+        self.gap_head = ("act", "fc")  # see models.cam_layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.act(self.norm(self.features(x))))

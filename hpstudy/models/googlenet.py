@@ -12,33 +12,13 @@ every hpstudy model returns plain logits.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
-
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from ._registry import register_model
-from .layers import get_act, get_norm, set_in_chans
+from .layers import ConvNormAct, set_in_chans
 
 if TYPE_CHECKING:  # torchvision is imported when a builder runs (1-2 s)
     from torchvision.models import GoogLeNet
-
-
-class ConvNormAct(nn.Module):
-    """conv -> norm -> act; drop-in for torchvision's ``BasicConv2d``."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, act_layer: str = "relu",
-        norm_layer: str = "batch", **kwargs: Any,
-    ):
-        super().__init__()
-        # a bias is redundant in front of a normalization layer
-        self.conv = nn.Conv2d(in_channels, out_channels, bias=norm_layer == "none", **kwargs)
-        self.bn = get_norm(norm_layer, out_channels)
-        self.act = get_act(act_layer)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
 
 
 def _create_googlenet(
@@ -60,6 +40,7 @@ def _create_googlenet(
         num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=True,
         blocks=blocks, dropout=drop_rate,
     )
+    model.gap_head = ("inception5b", "fc")  # see models.cam_layers
     return set_in_chans(model, in_chans)
 
 

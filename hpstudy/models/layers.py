@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -28,6 +29,10 @@ _ACTS: dict[str, Callable[[bool], nn.Module]] = {
 }
 ACTIVATIONS = tuple(_ACTS)
 NORMS = ("batch", "none", "layer", "group", "instance")
+# Classifier heads: global average pooling then a linear layer (``gap``; the
+# network is then independent of the input size and gives class activation
+# maps), or flattening the last feature map into fully connected layers (``fc``).
+HEADS = ("gap", "fc")
 INITS = (
     "default",
     "he_normal",
@@ -37,6 +42,13 @@ INITS = (
     "orthogonal",
     "normal",
 )
+
+
+def check_head(head: str) -> str:
+    """``head`` if it is one of :data:`HEADS`, else a ValueError naming the choices."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)} (got {head!r})")
+    return head
 
 
 def get_act(name: str, inplace: bool = True) -> nn.Module:
@@ -131,6 +143,27 @@ def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
     raise ValueError(f"{type(model).__name__} has no Conv2d to adapt")
 
 
+class ConvNormAct(nn.Module):
+    """conv -> norm -> act by name; a drop-in for torchvision's ``BasicConv2d``.
+
+    ``kwargs`` go to ``nn.Conv2d`` (``kernel_size`` may be a ``(h, w)`` pair for
+    the asymmetric convs of Inception-v3). The conv has no bias in front of a
+    normalization layer.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, act_layer: str = "relu",
+        norm_layer: str = "batch", **kwargs: Any,
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=norm_layer == "none", **kwargs)
+        self.bn = get_norm(norm_layer, out_channels)
+        self.act = get_act(act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
 def init_weights(model: nn.Module, scheme: str = "he_normal", std: float = 0.05) -> nn.Module:
     """Initialize conv and linear weights by scheme name; biases are set to zero.
 
@@ -164,3 +197,61 @@ def init_weights(model: nn.Module, scheme: str = "he_normal", std: float = 0.05)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
     return model
+
+
+# Layers whose ``weight`` is a kernel: dim 0 indexes the output units, the
+# other dims hold each unit's incoming weights. (Transposed convs keep
+# in_channels first and are not used by any hpstudy model.)
+_KERNEL_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@torch.no_grad()
+def apply_max_norm(model: nn.Module, max_norm: float) -> nn.Module:
+    """Max-norm constraint: rescale each output unit's incoming weights to norm <= ``max_norm``.
+
+    Srivastava et al., 2014 ("Dropout", section 5.1): after every optimizer
+    step, the L2 norm of the weight vector into each hidden unit is clipped to
+    ``c`` ("typically around 3 or 4"); it pairs well with dropout and large
+    learning rates. Applies to every conv and linear kernel (one filter of a
+    conv is one unit; biases and normalization parameters are untouched),
+    one vectorized ``renorm_`` per layer; units already inside the ball are
+    left exactly as they are.
+
+    Args:
+        model: the network, modified in place.
+        max_norm: ``c``, the largest L2 norm allowed (> 0).
+
+    Returns:
+        ``model``.
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0 (got {max_norm})")
+    for m in model.modules():
+        if isinstance(m, _KERNEL_LAYERS):
+            # the norm of every slice along dim 0 (one output unit) is capped
+            m.weight.renorm_(p=2, dim=0, maxnorm=max_norm)
+    return model
+
+
+def param_groups_weights_only(
+    model: nn.Module,
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split the trainable parameters into (conv/linear kernels, everything else).
+
+    The first list is what Keras regularizers and the thesis's code decay
+    ("weights only"): conv and linear kernels. The second holds biases,
+    normalization scales and shifts, PReLU slopes and any other parameter.
+    Use it for weight decay on the kernels only (two optimizer groups) or an
+    L1/L2 penalty summed over the kernels. Every trainable parameter lands in
+    exactly one list once, in ``model.parameters()`` order (shared ones once).
+
+    Returns:
+        ``(decay, no_decay)``.
+    """
+    kernels = {id(m.weight) for m in model.modules() if isinstance(m, _KERNEL_LAYERS)}
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():  # deduplicated by PyTorch
+        if p.requires_grad:
+            (decay if id(p) in kernels else no_decay).append(p)
+    return decay, no_decay

@@ -14,7 +14,17 @@ from .layers import get_act, get_norm
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 with modern options (activation, normalization, dropout)."""
+    """LeNet-5 with modern options (activation, normalization, dropout).
+
+    Args:
+        num_classes: output logits.
+        in_chans: input channels.
+        input_size: input side; below 32 the first conv pads by 2 (MNIST's 28 px).
+        drop_rate: dropout after each hidden dense layer.
+        act_layer: activation name (LeNet used scaled tanh).
+        norm_layer: normalization after each conv.
+        pool: ``max`` or ``avg`` (LeNet's subsampling was a trainable average).
+    """
 
     def __init__(
         self,
@@ -28,6 +38,8 @@ class LeNet5(nn.Module):
     ):
         super().__init__()
         pad = 2 if input_size < 32 else 0  # 28 px MNIST -> 32 px receptive layout
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max' (got {pool!r})")
         Pool = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, 6, 5, padding=pad),
@@ -55,10 +67,6 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _create_lenet(**kwargs) -> LeNet5:
-    return LeNet5(**kwargs)
-
-
 register_model(
     "lenet5", family="lenet", native_size=32, min_size=28, description="LeNet-5 (LeCun 1998)"
-)(_create_lenet)
+)(LeNet5)

@@ -15,7 +15,17 @@ from .layers import get_act, get_norm
 
 
 class MLP(nn.Module):
-    """Fully connected classifier on flattened images."""
+    """Fully connected classifier on flattened images.
+
+    Args:
+        num_classes: output logits.
+        in_chans: input channels.
+        input_size: input side; the first layer sees in_chans * input_size^2 inputs.
+        hidden: widths of the hidden layers (empty: a linear classifier).
+        drop_rate: dropout after each hidden layer.
+        act_layer: activation name.
+        norm_layer: normalization after each hidden linear layer.
+    """
 
     def __init__(
         self,
@@ -42,10 +52,6 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def _create_mlp(**kwargs) -> MLP:
-    return MLP(**kwargs)
-
-
 register_model(
     "mlp", family="mlp", native_size=28, min_size=1, description="MLP, hidden widths by `hidden`"
-)(_create_mlp)
+)(MLP)

@@ -32,6 +32,7 @@ def _create_mobilenet_v2(
     model = MobileNetV2(num_classes=num_classes, width_mult=width_mult,
                         norm_layer=norm_factory(norm_layer), dropout=drop_rate)
     set_in_chans(model, in_chans)
+    model.gap_head = ("features", "classifier.1")  # see models.cam_layers
     return replace_acts(model, act_layer)
 
 

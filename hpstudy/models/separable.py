@@ -76,6 +76,7 @@ class SeparableCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(chs, num_classes)
+        self.gap_head = ("blocks", "fc")  # see models.cam_layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.blocks(self.stem(x)))

@@ -10,6 +10,11 @@ BN-VGG-15 (thesis, 15M parameters on CIFAR): 13 conv3x3-BN-ReLU with dropout
 after most convs, five max pools, fc512-BN-ReLU-dropout 0.5, fc classes.
 Trained with Nesterov lr 0.1, momentum 0.9, wd 5e-4, batch 64, 250 epochs,
 lr/2 every 25.
+
+``head: gap`` swaps either dense head for global average pooling and one
+linear layer (Lin et al., 2014; 512 x classes weights instead of millions),
+which makes the network independent of the input size and gives class
+activation maps.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from ._registry import register_model
-from .layers import get_act, get_norm, replace_acts
+from .layers import check_head, get_act, get_norm, replace_acts
 
 if TYPE_CHECKING:  # torchvision is imported when a builder runs (1-2 s)
     from torchvision.models import VGG
@@ -82,7 +87,8 @@ class SmallVGG(nn.Module):
         in_chans: input channels.
         input_size: input side; the flattened features have (input_size / 2^pools)^2 cells.
         cfg: a ``CFGS`` name or a layer list.
-        hidden: width of the hidden dense layer.
+        head: ``fc`` (flatten the last maps, the thesis) or ``gap`` (global average pool).
+        hidden: width of the hidden dense layer (0: none, the classifier follows the head).
         drop_rate: dropout before the last layer.
         conv_dropout: keep the dropout entries of the layer list (False drops them all).
         act_layer: activation name.
@@ -95,6 +101,7 @@ class SmallVGG(nn.Module):
         in_chans: int = 3,
         input_size: int = 32,
         cfg: str | Sequence[int | str | float] = "bn_vgg15",
+        head: str = "fc",
         hidden: int = 512,
         drop_rate: float = 0.5,
         conv_dropout: bool = True,
@@ -105,17 +112,23 @@ class SmallVGG(nn.Module):
         self.features, chs, pools = make_features(
             _resolve_cfg(cfg), in_chans, act_layer, norm_layer, conv_dropout
         )
+        check_head(head)
+        if hidden < 0:
+            raise ValueError(f"hidden must be >= 0 (got {hidden})")
         side = input_size // 2**pools
         if side < 1:
             raise ValueError(f"input_size {input_size} is below {2**pools} ({pools} pools)")
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(chs * side * side, hidden),
-            get_norm(norm_layer, hidden, dims=1),
-            get_act(act_layer),
-            nn.Dropout(drop_rate),
-            nn.Linear(hidden, num_classes),
-        )
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)] if head == "gap" else []
+        layers.append(nn.Flatten())
+        feats = chs if head == "gap" else chs * side * side
+        if hidden:
+            layers += [nn.Linear(feats, hidden), get_norm(norm_layer, hidden, dims=1),
+                       get_act(act_layer)]
+            feats = hidden
+        layers += [nn.Dropout(drop_rate), nn.Linear(feats, num_classes)]
+        self.classifier = nn.Sequential(*layers)
+        if head == "gap" and not hidden:  # see models.cam_layers
+            self.gap_head = ("features", f"classifier.{len(layers) - 1}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -125,17 +138,27 @@ def _create_vgg(
     num_classes: int = 1000,
     in_chans: int = 3,
     cfg: str | Sequence[int | str | float] = "vgg16",
+    head: str = "fc",
     drop_rate: float = 0.5,
     act_layer: str = "relu",
     norm_layer: str = "none",
 ) -> VGG:
-    """torchvision's ``VGG`` around a conv stack built from ``cfg``."""
+    """torchvision's ``VGG`` around a conv stack built from ``cfg``.
+
+    ``head="fc"`` keeps torchvision's 7x7 pool and 4096-4096 dense head;
+    ``gap`` replaces them by a global average pool, dropout and one linear layer.
+    """
     from torchvision.models import VGG
 
+    check_head(head)
     features, chs, _ = make_features(_resolve_cfg(cfg), in_chans, act_layer, norm_layer)
     if chs != 512:
         raise ValueError(f"torchvision's VGG head expects 512 channels (cfg ends with {chs})")
     model = VGG(features, num_classes=num_classes, init_weights=True, dropout=drop_rate)
+    if head == "gap":
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
+        model.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(chs, num_classes))
+        model.gap_head = ("features", "classifier.1")  # see models.cam_layers
     return replace_acts(model, act_layer)  # the head's ReLUs
 
 
