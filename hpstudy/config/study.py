@@ -108,6 +108,9 @@ class DataConfig(Strict):
 
 
 # -------------------------------------------------------------------- model
+_FROM_DATA = frozenset({"num_classes", "in_chans", "input_size"})
+
+
 class ModelConfig(Strict):
     """``model:`` an architecture from the registry plus its keyword arguments.
 
@@ -148,13 +151,17 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _known_arch(self) -> ModelConfig:
         accepted = _models.model_kwargs(self.arch)  # raises UnknownModelError
-        if accepted is not None:
-            unknown = set(self.kwargs()) - accepted
-            if unknown:
-                raise ValueError(
-                    f"architecture '{self.arch}' does not take {', '.join(sorted(unknown))} "
-                    f"(it takes {', '.join(sorted(accepted - {'num_classes', 'in_chans'}))})"
-                )
+        given = set(self.kwargs())
+        from_data = sorted(given & _FROM_DATA)
+        if from_data:
+            raise ValueError(f"{', '.join(from_data)} come(s) from the data (the dataset's "
+                             "classes, channels and image size), not from model:")
+        unknown = given - accepted
+        if unknown:
+            raise ValueError(
+                f"architecture '{self.arch}' does not take {', '.join(sorted(unknown))} "
+                f"(it takes {', '.join(sorted(accepted - _FROM_DATA))})"
+            )
         return self
 
     def kwargs(self) -> dict[str, Any]:
