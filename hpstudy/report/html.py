@@ -153,7 +153,8 @@ def _params_text(trials: pd.DataFrame, number: int, names: list[str]) -> str:
 
 def diagnosis_table_html(table: pd.DataFrame, data: StudyData) -> str:
     """The per-trial diagnosis as an HTML table (verdict, evidence, advice, params)."""
-    head = ("trial", "state", "value", "verdict", "epochs", "best epoch", "train acc",
+    head = ("trial", "state", "value", "verdict", "epochs", "best epoch", "val loss min",
+            "train acc",
             "val acc", "gap", "val loss rise", "loss slope", "noise", "why and what to try",
             "hyperparameters")
     out = ['<table class="diag"><thead><tr>', *(f"<th>{h}</th>" for h in head),
@@ -163,6 +164,7 @@ def diagnosis_table_html(table: pd.DataFrame, data: StudyData) -> str:
         cells = [
             str(r["number"]), html.escape(str(r["state"])), _fmt(r["value"]),
             _badge(r["verdict"]), _fmt(r["epochs"]), _fmt(r["best_epoch"]),
+            _fmt(r["val_loss_min_epoch"]),
             _fmt(r["final_train_acc"], pct=True), _fmt(r["best_val_acc"], pct=True),
             _fmt(r["gap"], pct=True, signed=True), _fmt(r["val_loss_rise"], pct=True),
             _fmt(r["train_loss_slope"], pct=True, signed=True), _fmt(r["noise"], pct=True),
