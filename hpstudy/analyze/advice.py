@@ -29,7 +29,7 @@ from .diagnose import Diagnosis, binomial_se
 REGULARIZERS = {"model.drop_rate": "dropout", "train.weight_decay": "weight decay",
                 "train.label_smoothing": "label smoothing"}
 LOG_SCALE = ("train.lr", "train.weight_decay")  # compared by ratio, not difference
-LR, BATCH, EPOCHS = "train.lr", "data.batch_size", "train.max_epochs"
+LR, BATCH = "train.lr", "data.batch_size"
 # what to try when the study has no better trials to point at (the course's ranges)
 DEFAULT_RANGES = {"model.drop_rate": "0.2-0.5 on the dense layers",
                   "train.weight_decay": "1e-5 to 1e-3, searched on a log scale"}
@@ -107,9 +107,17 @@ class StudyContext:
         sign = -1.0 if self.direction == "maximize" else 1.0
         return sorted(ok, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
 
-    def best(self, exclude: int | None = None) -> list[TrialRecord]:
-        """The ``top_k`` best complete trials other than ``exclude``."""
-        return self.ranked(exclude)[: self.top_k]
+    def best(self, exclude: int | None = None, better_than: float | None = None
+             ) -> list[TrialRecord]:
+        """The ``top_k`` best complete trials other than ``exclude`` (and, given
+        ``better_than``, only those with a better value: a trial is not told to copy
+        worse ones)."""
+        ranked = self.ranked(exclude)
+        if better_than is not None and math.isfinite(better_than):
+            ranked = [t for t in ranked if (t.value > better_than  # type: ignore[operator]
+                                            if self.direction == "maximize"
+                                            else t.value < better_than)]  # type: ignore[operator]
+        return ranked[: self.top_k]
 
 
 def _present(v: Any) -> bool:
@@ -125,7 +133,7 @@ def _num(v: Any) -> str:
         return str(v)
     if v == 0:
         return "0"
-    return f"{v:.2g}" if abs(v) < 0.01 or abs(v) >= 1e4 else f"{v:.3g}"
+    return f"{v:.2g}" if abs(v) < 0.01 or abs(v) >= 1e4 else f"{v:.4g}"
 
 
 def _numeric(values: Iterable[Any]) -> list[float]:
@@ -143,8 +151,10 @@ def _span_txt(lo: float, hi: float) -> str:
 
 
 def _who(best: Sequence[TrialRecord]) -> str:
-    return ("the best trial" if len(best) == 1
-            else f"the {len(best)} best trials") + f" ({', '.join(f'#{t.number}' for t in best)})"
+    """``the 3 best trials (#1, #2, #3) use`` / ``the better trial (#4) uses``."""
+    ids = ", ".join(f"#{t.number}" for t in best)
+    return f"the better trial ({ids}) uses" if len(best) == 1 else \
+        f"the {len(best)} best trials ({ids}) use"
 
 
 def _compare(key: str, mine: Any, best: Sequence[TrialRecord], want: str) -> str | None:
@@ -156,7 +166,7 @@ def _compare(key: str, mine: Any, best: Sequence[TrialRecord], want: str) -> str
     lo, hi = span
     if (want == "higher" and mine < lo) or (want == "lower" and mine > hi):
         verb = "raise" if want == "higher" else "lower"
-        return (f"{key} is {_num(mine)} here; {_who(best)} use {_span_txt(lo, hi)}: "
+        return (f"{key} is {_num(mine)} here; {_who(best)} {_span_txt(lo, hi)}: "
                 f"{verb} it into that range.")
     return None
 
@@ -216,11 +226,11 @@ def advise(diagnosis: Diagnosis, params: Mapping[str, Any],
     """
     v = diagnosis.verdict
     ctx = context or StudyContext()
-    best = ctx.best(exclude=number)
     if value is None and number is not None:
         value = next((t.value for t in ctx.trials if t.number == number), None)
     if value is None:
         value = diagnosis.evidence.get("best_value")
+    best = ctx.best(exclude=number, better_than=value)
     specific: list[str] = []
     covered: set[str] = set()  # topics of ADVICE lines the specific ones replace
 
@@ -245,16 +255,11 @@ def advise(diagnosis: Diagnosis, params: Mapping[str, Any],
             if line:
                 specific.append(line)
                 covered.add("learning rate")
-    elif v == "not_converged":
-        ep = params.get(EPOCHS) or diagnosis.evidence.get("max_epochs")
-        n = diagnosis.evidence.get("epochs")
-        if isinstance(ep, int | float) and n:
-            specific.append(f"Still improving at epoch {n}: raise {EPOCHS} from {_num(ep)} to "
-                            f"{_num(2 * max(int(ep), int(n)))}.")
-            covered.add("max_epochs")
+    elif v == "not_converged":  # the diagnosis already says which curve and how many epochs
         line = _compare(LR, params.get(LR), best, "higher")
         if line:
             specific.append(line)
+            covered.add("or raise the learning rate")
     elif v in ("unstable", "diverged"):
         lr = params.get(LR)
         line = _compare(LR, lr, best, "lower")
@@ -274,7 +279,7 @@ def advise(diagnosis: Diagnosis, params: Mapping[str, Any],
         span = _span(LR, best)
         if isinstance(lr, int | float) and lr > 0 and span and not span[0] <= lr <= span[1]:
             specific.append(f"{LR} is {_num(lr)} here, {abs(math.log10(lr / span[0])):.1f} "
-                            f"orders of magnitude from {_who(best)} ({_span_txt(*span)}): "
+                            f"orders of magnitude off; {_who(best)} {_span_txt(*span)}: "
                             "move it into that range.")
             covered.add("learning rate")
     elif v == "good_fit":

@@ -9,7 +9,7 @@ the first that applies wins:
                      partial curves are not a verdict on the configuration;
 2. ``diverged``      a loss became NaN/inf, or the training loss exploded above
                      the loss of guessing and stayed there;
-3. ``not_learning``  the best accuracy seen is still near chance (1 / classes);
+3. ``not_learning``  training and validation accuracy end near chance (1 / classes);
 4. ``unstable``      the epoch-mean training loss scatters around its trend by a
                      large fraction of how far it came down (lr too high, batch
                      too small);
@@ -72,10 +72,10 @@ class Thresholds:
     # a verdict decided by less than this multiple of its threshold (or a good_fit that
     # came within it of another verdict) is reported as borderline (dimensionless).
     borderline_factor: float = 1.5
-    # not_learning: best accuracy below chance + this fraction of the headroom above
-    # chance (0.19 for 10 classes, 0.55 for 2), and below chance + noise_factor binomial
-    # standard errors of the validation set. A tenth of the way to perfect is clearly
-    # beyond the wander of an untrained net.
+    # not_learning: training and validation accuracy (means of the last epochs) both below
+    # chance + this fraction of the headroom above chance (0.19 for 10 classes, 0.55 for
+    # 2), or below chance + noise_factor binomial standard errors of the validation set.
+    # A tenth of the way to perfect is clearly beyond the wander of an untrained net.
     chance_margin: float = 0.1
     # diverged: training loss above this multiple of the chance loss ln(C) and never
     # back below ln(C); or, after having learned, back above ln(C) at this multiple of
@@ -288,6 +288,7 @@ def measure(history: Sequence[dict[str, Any]], num_classes: int, t: Thresholds |
       first, as ``fit`` picks it), ``best_value``;
     * accuracies: ``best_acc`` (best train or validation accuracy seen),
       ``final_train_acc``, ``final_val_acc`` (means of the last epochs),
+      ``final_acc`` (the larger of the two),
       ``best_val_acc``, ``val_acc_se`` (binomial standard error of the final
       validation accuracy), ``gap`` (train minus validation accuracy at the end),
       ``gap_noise``, ``gap_snr``, ``gap_slope``;
@@ -341,6 +342,8 @@ def measure(history: Sequence[dict[str, Any]], num_classes: int, t: Thresholds |
         "best_epoch": epochs[best_i] if best_i is not None else None,
         "best_value": mon[best_i] if best_i is not None else None,
         "best_acc": max(_finite(ta) + _finite(va), default=None),
+        "final_acc": max((x for x in (_mean(ta[-w:]) if ta else None, final_va)
+                          if x is not None and math.isfinite(x)), default=None),
         "final_train_acc": _mean(ta[-w:]) if ta else None,
         "final_val_acc": final_va if va else None,
         "best_val_acc": max(_finite(va), default=None),
@@ -498,12 +501,15 @@ def _verdict(ev: dict[str, Any], train_loss: list[float], t: Thresholds, status:
     if exploded:
         return _Call("diverged", exploded)
 
-    c_acc, best = ev["chance_acc"], ev["best_acc"]
+    # the end of the run, not its best epoch: a net that touched 20% once and fell back
+    # to guessing (weight decay crushing the weights) has not learned
+    c_acc, final = ev["chance_acc"], ev["final_acc"]
     bar = c_acc + max(t.chance_margin * (1.0 - c_acc),
                       t.noise_factor * binomial_se(c_acc, ev["n_val"]))
-    if best is None or best < bar:
-        return _Call("not_learning", f"best accuracy {_f(best, True)} is near chance "
-                                     f"{_f(c_acc, True)} (needs {_f(bar, True)} or more)")
+    if final is None or final < bar:
+        return _Call("not_learning", f"training and validation accuracy end at "
+                                     f"{_f(final, True)}, near chance {_f(c_acc, True)} "
+                                     f"(needs {_f(bar, True)} or more)")
 
     noise = ev["noise"]
     # a training loss that never went up is not unstable, however curved its descent
