@@ -4,7 +4,7 @@ Every sample is a real training run (``hpstudy.train.fit`` with a real Lightning
 Trainer) set up so that by design it ends in one regime:
 
 * ``overfit``: a tiny training set (43-72 digits; 600 shapes with 30% wrong
-  labels), a big MLP, no regularization, many epochs;
+  labels; 150 shapes), a big MLP or CNN, no regularization, many epochs;
 * ``underfit``: a tiny model (2-3 hidden units) or heavy regularization
   (dropout 0.7 + weight decay 0.1), trained to convergence (cosine schedule);
 * ``not_learning``: learning rate 1e-7 / 1e-6, or random labels (synthetic
@@ -12,7 +12,8 @@ Trainer) set up so that by design it ends in one regime:
   uniform labels) on a net too small to memorize them;
 * ``diverged``: SGD at lr 50 or 1000, Adam at lr 50;
 * ``unstable``: lr far too high for a tiny batch (Adam 0.05 batch 8, SGD 0.5-1 batch 4-8);
-* ``good_fit``: a fitting model and lr, trained to convergence (cosine schedule);
+* ``good_fit``: a fitting model and lr, trained to convergence (cosine schedule,
+  or early stopping);
 * ``not_converged``: a constant-lr run stopped after a few epochs (``max_epochs``);
 * ``pruned``: a run stopped at epoch 3-4 by an epoch hook, as Optuna's pruner
   does (status ``pruned``, reason given).
@@ -98,6 +99,14 @@ def recipes() -> list[Recipe]:
                {**adam, **cos, "lr": 1e-3, "max_epochs": 25}),
         Recipe("good-cnn", "good_fit", DIGITS, {**DIGITS_CNN, "drop_rate": 0.1},
                {**adam, **cos, "lr": 3e-3, "max_epochs": 15}),
+        Recipe("good-early", "good_fit", DIGITS, {"arch": "mlp", "hidden": [128]},
+               {**adam, "lr": 1e-3, "max_epochs": 60,
+                "early_stopping": {"enabled": True, "patience": 3}}),
+        Recipe("good-shapes", "good_fit", {**SHAPES, "n_classes": 4},
+               {**SMALL_CNN, "widths": [16, 32], "hidden": 64, "drop_rate": 0.0},
+               {**adam, **cos, "lr": 3e-3, "max_epochs": 20}),
+        Recipe("good-shapes2", "good_fit", {**SHAPES, "n_classes": 2, "n_samples": 1000},
+               {**SMALL_CNN, "drop_rate": 0.0}, {**adam, **cos, "lr": 3e-3, "max_epochs": 20}),
         # overfit: tiny training set, big model, no regularization, many epochs
         Recipe("over-mlp", "overfit", few, {"arch": "mlp", "hidden": [256, 256]},
                {**adam, "lr": 3e-3, "max_epochs": 30}, quick=True),
@@ -105,6 +114,9 @@ def recipes() -> list[Recipe]:
                {"arch": "mlp", "hidden": [512, 512]}, {**adam, "lr": 1e-2, "max_epochs": 40}),
         Recipe("over-shapes", "overfit", {**SHAPES, "n_samples": 600, "label_noise": 0.3},
                {"arch": "mlp", "hidden": [512, 512]}, {**adam, "lr": 3e-3, "max_epochs": 40}),
+        Recipe("over-cnn", "overfit", {**SHAPES, "n_samples": 300, "val_split": 0.5},
+               {**SMALL_CNN, "widths": [16, 32], "hidden": 128, "drop_rate": 0.0},
+               {**adam, "lr": 3e-3, "max_epochs": 40}),
         # underfit: too little capacity or too much regularization, converged
         Recipe("under-tiny", "underfit", DIGITS, {"arch": "mlp", "hidden": [2]},
                {**adam, **cos, "lr": 1e-2, "max_epochs": 30}, quick=True),
@@ -146,6 +158,8 @@ def recipes() -> list[Recipe]:
                {**adam, "lr": 3e-4, "max_epochs": 4}, long_epochs=20),
         Recipe("short-shapes", "not_converged", SHAPES, SMALL_CNN,
                {**adam, "lr": 1e-3, "max_epochs": 5}, long_epochs=20),
+        Recipe("short-mlp-shapes", "not_converged", SHAPES, {"arch": "mlp", "hidden": [128]},
+               {**adam, "lr": 3e-4, "max_epochs": 5}, long_epochs=25),
         # pruned: stopped by an epoch hook, as Optuna's pruner does
         Recipe("pruned-good", "pruned", DIGITS, {"arch": "mlp", "hidden": [128]},
                {**adam, **cos, "lr": 3e-3, "max_epochs": 20}, prune_at=3, quick=True),
@@ -257,8 +271,10 @@ def confirm(s: Sample) -> tuple[bool, str]:
         steps = list(zip(tl, tl[1:], strict=False))
         ups = sum(1 for a, b in steps if b > a)
         jump = max(b / a - 1 for a, b in steps)
-        ok = ups >= len(steps) / 4 and jump >= 0.1 and _last(tl) < ln_c
-        return ok, f"training loss rose in {ups} of {len(steps)} epochs, at most {jump:.0%}"
+        learned = max(_last(ta), _last(va)) >= chance + 0.1 * (1 - chance)
+        ok = ups >= len(steps) / 4 and jump >= 0.1 and learned
+        return ok, (f"training loss rose in {ups} of {len(steps)} epochs, at most {jump:.0%}; "
+                    f"learned beyond chance {learned}")
     if s.label == "not_converged":
         cont = s.extra["continuation"]
         later = _col(cont, "val_acc")[len(h):]
@@ -274,12 +290,15 @@ def confirm(s: Sample) -> tuple[bool, str]:
     b = vl.index(min(vl))
     rise = _last(vl) / vl[b] - 1
     gap = _last(ta) - _last(va)
+    overfit = len(vl) - 1 - b >= 3 and rise >= 0.05 and gap >= 0.05 and tl[-1] < tl[b]
     if s.label == "overfit":
-        ok = len(vl) - 1 - b >= 3 and rise >= 0.05 and gap >= 0.05 and tl[-1] < tl[b]
-        return ok, f"val loss +{rise:.1%} after epoch {b + 1}, gap {gap:.3f}"
+        return overfit, f"val loss +{rise:.1%} after epoch {b + 1}, gap {gap:.3f}"
     if s.label == "good_fit":
-        ok = settled and _last(ta) >= 0.9 and rise < 0.05 and max(va) - _last(va) < 0.02
-        return ok, f"train acc {_last(ta):.3f}, val loss +{rise:.1%}, settled {settled}"
+        # early stopping judged convergence itself; otherwise the last third must be flat
+        done = settled or s.status == "early_stopped"
+        ok = done and _last(ta) >= 0.9 and not overfit and max(va) - _last(va) < 0.02
+        return ok, (f"train acc {_last(ta):.3f}, val loss +{rise:.1%}, gap {gap:.3f}, "
+                    f"settled {done}")
     raise ValueError(f"unknown label {s.label}")
 
 

@@ -125,6 +125,8 @@ def test_gap_without_a_validation_loss_rise_is_not_overfit():
     assert d.verdict == "good_fit", d.reason
     assert d.evidence["gap"] == pytest.approx(0.25)
     assert "gap 25.0 points" in d.reason
+    assert any(a.startswith("Training accuracy is 25.0 points above validation accuracy")
+               for a in d.advice)
     # the same gap with validation loss rising from epoch 10 on is overfitting
     vl = decay(2.3, 0.6, n)[:10] + [0.6 + 0.03 * i for i in range(1, 11)]
     rising = history(decay(2.3, 0.01, n), vl, train_acc, val_acc)
@@ -171,6 +173,38 @@ def test_still_improving_is_not_converged_and_says_how_long_to_train():
                            "train.max_epochs to 12.")
     # early stopping already judged the validation curve: not "train longer"
     assert diagnose(h, 10, status="early_stopped").verdict != "not_converged"
+
+
+def test_a_learning_rate_step_restarts_the_convergence_window():
+    # multistep schedule: lr / 10 at epoch 15 of 20; the loss drops right after the step,
+    # then settles. Judged over the epochs since the step, it has converged.
+    n = 20
+    tl = decay(2.3, 0.3, 14, rate=0.5) + [0.3 - 0.25 * (1 - math.exp(-1.5 * i))
+                                          for i in range(1, 7)]
+    vl = [x + 0.05 for x in tl]
+    ta = [min(0.99, 1.0 - x / 2.5) for x in tl]
+    va = [a - 0.01 for a in ta]
+    lrs = [0.1] * 14 + [0.01] * 6
+    d = diagnose(history(tl, vl, ta, va, lr=lrs), 10, n_val=1000)
+    assert d.evidence["lr_step_epoch"] == 15
+    assert d.verdict == "good_fit", d.reason
+    # the same curves at a constant lr look like a run still falling
+    assert diagnose(history(tl, vl, ta, va), 10, n_val=1000).verdict == "not_converged"
+
+
+@pytest.mark.parametrize("train_acc, val_acc, verdict", [
+    (0.70, 0.68, "underfit"),  # bias: cannot fit its training set
+    (0.88, 0.60, "good_fit"),  # variance: the 28-point gap exceeds the 12-point error
+])
+def test_underfit_needs_bias_to_dominate(train_acc, val_acc, verdict):
+    n = 20
+    h = history(decay(2.3, 0.5, n, rate=0.6), decay(2.3, 1.2, n, rate=0.6),
+                [min(train_acc, 0.1 + 0.1 * i) for i in range(n)],
+                [min(val_acc, 0.1 + 0.1 * i) for i in range(n)])
+    d = diagnose(h, 10, n_val=1000)
+    assert d.verdict == verdict, d.reason
+    if verdict == "good_fit":
+        assert "fits its training set better than it generalizes" in d.reason
 
 
 def test_train_accuracy_84_still_rising_is_not_a_good_fit():

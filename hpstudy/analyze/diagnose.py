@@ -17,7 +17,8 @@ the first that applies wins:
                      is above validation accuracy, both beyond their noise;
 6. ``not_converged`` a loss or the validation accuracy still improves over the
                      last third of the run, beyond its noise: train longer;
-7. ``underfit``      converged at a low training accuracy;
+7. ``underfit``      converged at a low training accuracy, with a training error at
+                     least as large as the train-validation gap (bias, not variance);
 8. ``good_fit``      none of the above.
 
 The order matters: a diverged run is also at chance, a noisy run's validation
@@ -105,9 +106,10 @@ class Thresholds:
     # point or two between the two measurements without any memorizing.
     gap_min: float = 0.02
     # underfit: a converged run whose training accuracy (mean of the last epochs) stays
-    # below this fraction. The course's milestone 2 is to learn the training set ("grow
-    # capacity until the train set is overfit"); 90% is far below that on the course's
-    # datasets. Lower it for hard ones (e.g. 0.6 for CIFAR-100).
+    # below this fraction (and whose training error is at least its train-validation
+    # gap). The course's milestone 2 is to learn the training set ("grow capacity until
+    # the train set is overfit"); 90% is far below that on the course's datasets. Lower
+    # it for hard ones (e.g. 0.6 for CIFAR-100).
     fit_acc: float = 0.9
     # not_converged: over the last third of the epochs a loss still fell by more than
     # this fraction of the way it has come down from ln(C), or the validation accuracy
@@ -255,16 +257,40 @@ def infer_n_val(val_acc: Sequence[float], max_n: int = 100_000) -> int | None:
     return int(ns[np.argmax(ok)])
 
 
-def _trend_change(ys: Sequence[float], span: int, sigma: float | None) -> tuple[float, float]:
+def _trend_change(ys: Sequence[float], span: int, sigma: float | None
+                  ) -> tuple[float, float | None]:
     """Change of the least-squares line over the last ``span`` epochs, and its standard
-    error from the curve's scatter ``sigma`` (0 when unknown)."""
+    error from the curve's scatter ``sigma`` (None when the scatter is unknown)."""
     tail = list(ys[-(span + 1):])
     k = len(tail) - 1
     if k < 1:
-        return 0.0, 0.0
+        return 0.0, None
     change = _slope(tail) * k
     sxx = sum((i - k / 2) ** 2 for i in range(k + 1))
-    return change, (sigma or 0.0) * k / math.sqrt(sxx)
+    return change, None if sigma is None else sigma * k / math.sqrt(sxx)
+
+
+def _last_lr_step(lrs: Sequence[float]) -> int:
+    """Index of the first epoch after the last learning-rate step (a drop to half or
+    less from one epoch to the next, as step and multistep schedules make), else 0.
+
+    A step restarts the descent: a loss falling right after one says nothing about
+    whether the run had converged before it, nor whether it has since.
+    """
+    last = 0
+    for i in range(1, len(lrs)):
+        if math.isfinite(lrs[i]) and math.isfinite(lrs[i - 1]) and 0 < lrs[i] <= 0.5 * lrs[i - 1]:
+            last = i
+    return last
+
+
+def _last_third(k: int, start: int = 0) -> int:
+    """Epochs (steps between points) in the last third of the ``k`` epochs from ``start``:
+    at least 2 where the run allows; the whole run when too few epochs follow ``start``."""
+    seg = k - start
+    if seg < 4:  # fewer than 4 epochs since the step: judge the run as a whole
+        seg = k
+    return max(2, round((seg - 1) / 3)) if seg >= 3 else seg - 1
 
 
 def _snr(signal: float | None, noise: float | None) -> float | None:
@@ -296,7 +322,8 @@ def measure(history: Sequence[dict[str, Any]], num_classes: int, t: Thresholds |
       ``epochs_after_val_loss_min``, ``val_loss_rise`` (end over minimum, minus 1),
       ``val_loss_rise_nats``, ``val_loss_noise`` (scatter), ``val_loss_resolution``
       (ln C / n_val), ``val_loss_rise_snr``, ``train_loss_drop_after_min``;
-    * convergence over the last third (``last_third_epochs``): ``train_loss_fall`` and
+    * convergence over the last third (``last_third_epochs``; of the epochs since the
+      last learning-rate step, ``lr_step_epoch``, if there was one): ``train_loss_fall`` and
       ``val_loss_fall`` (fraction of the way down from ln C), ``val_acc_gain``
       (fraction of the headroom above chance), each with its ``_snr``;
       ``train_loss_slope`` (relative change per epoch over the last epochs);
@@ -354,6 +381,7 @@ def measure(history: Sequence[dict[str, Any]], num_classes: int, t: Thresholds |
                 "val_loss_min_epoch", "epochs_after_val_loss_min", "val_loss_rise",
                 "val_loss_rise_nats", "val_loss_noise", "val_loss_resolution",
                 "val_loss_rise_snr", "train_loss_drop_after_min", "last_third_epochs",
+                "lr_step_epoch",
                 "train_loss_fall", "train_loss_fall_snr", "val_loss_fall", "val_loss_fall_snr",
                 "val_acc_gain", "val_acc_gain_snr", "train_loss_slope", "noise",
                 "train_loss_noise", "train_loss_rises"):
@@ -377,7 +405,8 @@ def measure(history: Sequence[dict[str, Any]], num_classes: int, t: Thresholds |
     gap_noise = max(ev["val_acc_se"] or 0.0, (sig_gap or 0.0) / math.sqrt(w))
     ref = max(0, k - 1 - w)  # start of the trailing window for the slope
     span = k - 1 - ref
-    third = max(2, round((k - 1) / 3)) if k >= 3 else k - 1
+    step = _last_lr_step(_series(history, "lr")[:k])
+    third = _last_third(k, step)
     descent = max(chance_loss - min(tl), floor)
     vdescent = max(chance_loss - min(vl), floor)
     ev.update(
@@ -394,18 +423,22 @@ def measure(history: Sequence[dict[str, Any]], num_classes: int, t: Thresholds |
         train_loss_slope=(tl[-1] - tl[ref]) / (tl[ref] * span) if span and tl[ref] > 0 else 0.0,
         train_loss_noise=sig_tl,
         noise=(sig_tl / descent) if sig_tl is not None else None,
-        train_loss_rises=sum(1 for a, b in zip(tl, tl[1:], strict=False) if b > a),
+        train_loss_rises=sum(1 for x, y in zip(tl, tl[1:], strict=False) if y > x),
         last_third_epochs=third,
+        lr_step_epoch=ep[step] if step else None,
     )
     if third >= 1:
+        # validation curves have a floor under their noise (the validation set's
+        # resolution); the training loss's noise is unknown below 5 epochs, and its
+        # trend then does not count
         fall, se = _trend_change(tl, third, sig_tl)
         ev.update(train_loss_fall=-fall / descent, train_loss_fall_snr=_snr(-fall, se))
         fall, se = _trend_change(vl, third, sig_vl)
         ev.update(val_loss_fall=-fall / vdescent,
-                  val_loss_fall_snr=_snr(-fall, max(se, resolution)))
+                  val_loss_fall_snr=_snr(-fall, max(se or 0.0, resolution)))
         gain, se = _trend_change(va, third, sig_va)
         ev.update(val_acc_gain=gain / (1.0 - chance_acc),
-                  val_acc_gain_snr=_snr(gain, max(se, ev["val_acc_se"] or 0.0)))
+                  val_acc_gain_snr=_snr(gain, max(se or 0.0, ev["val_acc_se"] or 0.0)))
     return ev
 
 
@@ -550,16 +583,23 @@ def _verdict(ev: dict[str, Any], train_loss: list[float], t: Thresholds, status:
     tr_acc = ev["final_train_acc"]
     accs = (f"training accuracy {_f(tr_acc, True)}, validation accuracy "
             f"{_f(ev['final_val_acc'], True)}")
-    # accuracies within noise of fit_acc are a close call either way
-    se = ev["val_acc_se"] or 0.0
-    if tr_acc is not None and math.isfinite(tr_acc) and tr_acc < t.fit_acc:
+    gap = ev["gap"] if ev["gap"] is not None and math.isfinite(ev["gap"]) else 0.0
+    fit_known = tr_acc is not None and math.isfinite(tr_acc)
+    # the training accuracy's resolution, taken at the validation set's size (the
+    # training set is usually larger: a conservative stand-in)
+    se_tr = binomial_se(tr_acc, ev["n_val"]) if fit_known else 0.0
+    low = fit_known and tr_acc < t.fit_acc
+    # bias dominates when the training error is at least the train-validation gap: the
+    # model cannot fit its training set, rather than fitting it better than validation
+    if low and 1.0 - tr_acc >= gap:
         how = ("early stopping ended it" if status == "early_stopped"
                else f"the training loss fell only {_f(ev['train_loss_fall'], True)} of its "
                     f"descent over the last {ev['last_third_epochs']} epochs")
         near = (f"training accuracy within noise of {_f(t.fit_acc, True)}"
-                if t.fit_acc - tr_acc < t.noise_factor * se else None)
+                if t.fit_acc - tr_acc < t.noise_factor * se_tr else None)
         return _Call("underfit", f"converged at {accs}: training accuracy below "
-                                 f"{_f(t.fit_acc, True)}; {how}", near)
+                                 f"{_f(t.fit_acc, True)}, training error at least the "
+                                 f"train-validation gap; {how}", near)
 
     near = None
     close = 1.0 / t.borderline_factor
@@ -567,13 +607,17 @@ def _verdict(ev: dict[str, Any], train_loss: list[float], t: Thresholds, status:
         near = f"close to overfit ({over_m:.2g}x its threshold)"
     elif status != "early_stopped" and conv_m >= close:
         near = f"close to not_converged ({conv_m:.2g}x its threshold)"
-    elif tr_acc is not None and tr_acc - t.fit_acc < t.noise_factor * se:
+    elif fit_known and abs(tr_acc - t.fit_acc) < t.noise_factor * se_tr:
         near = f"training accuracy within noise of the underfit limit {_f(t.fit_acc, True)}"
     gap_txt = (f"; gap {_pts(ev['gap'])} ({_snr_txt(ev['gap_snr'])})"
                if ev["gap"] is not None else "")
+    variance = (f"; training accuracy is below {_f(t.fit_acc, True)}, but the gap exceeds "
+                "the training error: it fits its training set better than it generalizes"
+                if low else "")
     return _Call("good_fit", (
         f"{accs}{gap_txt}; validation loss {_f(max(ev['val_loss_rise'] or 0.0, 0.0), True)} "
-        f"above its minimum at epoch {ev['val_loss_min_epoch']} of {n}; converged"), near)
+        f"above its minimum at epoch {ev['val_loss_min_epoch']} of {n}; converged{variance}"),
+        near)
 
 
 def _snr_txt(x: float | None) -> str:
@@ -709,6 +753,12 @@ def local_advice(verdict: str, ev: dict[str, Any], t: Thresholds | None = None) 
     elif verdict == "pruned":
         advice.append(f"It ran {n} of {max_ep} epochs; if many good trials are pruned "
                       "this early, raise the pruner's warm-up (n_warmup_steps).")
+    elif verdict == "good_fit" and (ev.get("gap_snr") or 0) >= t.noise_factor \
+            and (ev.get("gap") or 0) >= t.gap_min:
+        advice.append(f"Training accuracy is {_pts(ev['gap'])} above validation accuracy, "
+                      f"{ev['gap_snr']:.1f}x its noise, although validation loss has not "
+                      "risen: more regularization or data may still raise validation "
+                      "accuracy.")
     return advice
 
 
