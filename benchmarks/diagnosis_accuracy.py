@@ -12,8 +12,8 @@ Trainer) set up so that by design it ends in one regime:
   uniform labels) on a net too small to memorize them;
 * ``diverged``: SGD at lr 50 or 1000, Adam at lr 50;
 * ``unstable``: lr far too high for a tiny batch (Adam 0.05 batch 8, SGD 0.5-1 batch 4-8);
-* ``good_fit``: a fitting model and lr, trained to convergence (cosine schedule,
-  or early stopping);
+* ``good_fit``: a fitting model and lr, trained to convergence (cosine or step
+  schedule, or early stopping);
 * ``not_converged``: a constant-lr run stopped after a few epochs (``max_epochs``);
 * ``pruned``: a run stopped at epoch 3-4 by an epoch hook, as Optuna's pruner
   does (status ``pruned``, reason given).
@@ -102,6 +102,9 @@ def recipes() -> list[Recipe]:
         Recipe("good-early", "good_fit", DIGITS, {"arch": "mlp", "hidden": [128]},
                {**adam, "lr": 1e-3, "max_epochs": 60,
                 "early_stopping": {"enabled": True, "patience": 3}}),
+        Recipe("good-step", "good_fit", DIGITS, {"arch": "mlp", "hidden": [128]},
+               {"optimizer": "momentum", "lr": 0.05, "max_epochs": 24,
+                "scheduler": {"name": "multistep", "milestones": [0.5, 0.75], "gamma": 0.1}}),
         Recipe("good-shapes", "good_fit", {**SHAPES, "n_classes": 4},
                {**SMALL_CNN, "widths": [16, 32], "hidden": 64, "drop_rate": 0.0},
                {**adam, **cos, "lr": 3e-3, "max_epochs": 20}),

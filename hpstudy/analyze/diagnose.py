@@ -389,57 +389,77 @@ def measure(history: Sequence[dict[str, Any]], num_classes: int, t: Thresholds |
     if not tl:
         return ev
 
-    floor = t.descent_floor * chance_loss
-    b = min(range(k), key=lambda i: vl[i])  # the validation-loss minimum
-    after = k - 1 - b
+    ev.update(_minimum_and_gap(ev, tl, vl, ta, va, ep, w))
+    ev.update(_trends(ev, tl, vl, va, ep, _series(history, "lr")[:k], t, w))
+    return ev
+
+
+def _minimum_and_gap(ev: dict[str, Any], tl: list[float], vl: list[float], ta: list[float],
+                     va: list[float], ep: list[int], w: int) -> dict[str, Any]:
+    """The validation-loss minimum and the rise after it, the train-validation gap, each
+    with its noise (see :func:`measure`)."""
+    b = min(range(len(vl)), key=lambda i: vl[i])  # the validation-loss minimum
+    after = len(vl) - 1 - b
     tail = min(w, after)
+    sig_vl = scatter(vl)
+    resolution = ev["chance_loss"] / ev["n_val"]  # one image from right to a guess
+    rise = (_mean(vl[-tail:]) - vl[b]) if tail else 0.0
     gaps = [a - v for a, v in zip(ta, va, strict=True)]
-    # the training loss from epoch 2: epoch 1's mean covers a net still untrained
-    sig_tl, sig_vl, sig_va = scatter(tl[1:]), scatter(vl), scatter(va)
-    sig_gap = scatter(gaps)
-    resolution = chance_loss / nv
-    rise_nats = (_mean(vl[-tail:]) - vl[b]) if tail else 0.0
     gap = _mean(gaps[-w:])
     # the gap's noise: the validation set's binomial error, or the gap's own scatter
     # averaged over the window, whichever is larger
-    gap_noise = max(ev["val_acc_se"] or 0.0, (sig_gap or 0.0) / math.sqrt(w))
+    gap_noise = max(ev["val_acc_se"] or 0.0, (scatter(gaps) or 0.0) / math.sqrt(w))
+    return {
+        "val_loss_min": vl[b], "val_loss_min_epoch": ep[b], "epochs_after_val_loss_min": after,
+        "val_loss_rise": (rise / vl[b]) if tail and vl[b] > 0 else 0.0,
+        "val_loss_rise_nats": rise, "val_loss_noise": sig_vl,
+        "val_loss_resolution": resolution,
+        # the noise of the rise: one epoch's scatter or one image's worth of loss
+        "val_loss_rise_snr": _snr(rise, max(sig_vl or 0.0, resolution)),
+        "train_loss_drop_after_min": (1.0 - _mean(tl[-tail:]) / tl[b]) if tail and tl[b] > 0
+        else 0.0,
+        "gap": gap, "gap_noise": gap_noise, "gap_snr": _snr(gap, gap_noise),
+        # from epoch 2: epoch 1's training accuracy averages over a net still untrained
+        "gap_slope": _slope(gaps[1:]),
+    }
+
+
+def _trends(ev: dict[str, Any], tl: list[float], vl: list[float], va: list[float],
+            ep: list[int], lrs: list[float], t: Thresholds, w: int) -> dict[str, Any]:
+    """Stability and the last third's trends of the curves, each with its noise."""
+    k = len(tl)
+    floor = t.descent_floor * ev["chance_loss"]
+    descent = max(ev["chance_loss"] - min(tl), floor)
+    vdescent = max(ev["chance_loss"] - min(vl), floor)
+    # the training loss from epoch 2: epoch 1's mean covers a net still untrained
+    sig_tl = scatter(tl[1:])
     ref = max(0, k - 1 - w)  # start of the trailing window for the slope
     span = k - 1 - ref
-    step = _last_lr_step(_series(history, "lr")[:k])
+    step = _last_lr_step(lrs)
     third = _last_third(k, step)
-    descent = max(chance_loss - min(tl), floor)
-    vdescent = max(chance_loss - min(vl), floor)
-    ev.update(
-        val_loss_min=vl[b], val_loss_min_epoch=ep[b], epochs_after_val_loss_min=after,
-        val_loss_rise=(rise_nats / vl[b]) if tail and vl[b] > 0 else 0.0,
-        val_loss_rise_nats=rise_nats, val_loss_noise=sig_vl, val_loss_resolution=resolution,
-        # the noise of the rise: one epoch's scatter or one image's worth of loss
-        val_loss_rise_snr=_snr(rise_nats, max(sig_vl or 0.0, resolution)),
-        train_loss_drop_after_min=(1.0 - _mean(tl[-tail:]) / tl[b]) if tail and tl[b] > 0
+    out: dict[str, Any] = {
+        "train_loss_slope": (tl[-1] - tl[ref]) / (tl[ref] * span) if span and tl[ref] > 0
         else 0.0,
-        gap=gap, gap_noise=gap_noise, gap_snr=_snr(gap, gap_noise),
-        # from epoch 2: epoch 1's training accuracy averages over a net still untrained
-        gap_slope=_slope(gaps[1:]),
-        train_loss_slope=(tl[-1] - tl[ref]) / (tl[ref] * span) if span and tl[ref] > 0 else 0.0,
-        train_loss_noise=sig_tl,
-        noise=(sig_tl / descent) if sig_tl is not None else None,
-        train_loss_rises=sum(1 for x, y in zip(tl, tl[1:], strict=False) if y > x),
-        last_third_epochs=third,
-        lr_step_epoch=ep[step] if step else None,
-    )
-    if third >= 1:
-        # validation curves have a floor under their noise (the validation set's
-        # resolution); the training loss's noise is unknown below 5 epochs, and its
-        # trend then does not count
-        fall, se = _trend_change(tl, third, sig_tl)
-        ev.update(train_loss_fall=-fall / descent, train_loss_fall_snr=_snr(-fall, se))
-        fall, se = _trend_change(vl, third, sig_vl)
-        ev.update(val_loss_fall=-fall / vdescent,
-                  val_loss_fall_snr=_snr(-fall, max(se or 0.0, resolution)))
-        gain, se = _trend_change(va, third, sig_va)
-        ev.update(val_acc_gain=gain / (1.0 - chance_acc),
-                  val_acc_gain_snr=_snr(gain, max(se or 0.0, ev["val_acc_se"] or 0.0)))
-    return ev
+        "train_loss_noise": sig_tl,
+        "noise": (sig_tl / descent) if sig_tl is not None else None,
+        "train_loss_rises": sum(1 for x, y in zip(tl, tl[1:], strict=False) if y > x),
+        "last_third_epochs": third,
+        "lr_step_epoch": ep[step] if step else None,
+    }
+    if third < 1:
+        return out
+    # validation curves have a floor under their noise (the validation set's
+    # resolution); the training loss's noise is unknown below 5 epochs, and its trend
+    # then does not count
+    fall, se = _trend_change(tl, third, sig_tl)
+    out.update(train_loss_fall=-fall / descent, train_loss_fall_snr=_snr(-fall, se))
+    fall, se = _trend_change(vl, third, scatter(vl))
+    out.update(val_loss_fall=-fall / vdescent,
+               val_loss_fall_snr=_snr(-fall, max(se or 0.0, ev["chance_loss"] / ev["n_val"])))
+    gain, se = _trend_change(va, third, scatter(va))
+    out.update(val_acc_gain=gain / (1.0 - ev["chance_acc"]),
+               val_acc_gain_snr=_snr(gain, max(se or 0.0, ev["val_acc_se"] or 0.0)))
+    return out
 
 
 # ------------------------------------------------------------------ verdict
@@ -521,6 +541,13 @@ def _close(m: float, t: Thresholds) -> str | None:
 def _verdict(ev: dict[str, Any], train_loss: list[float], t: Thresholds, status: str,
              prune_reason: str | None) -> _Call:
     """The first verdict that applies, with its reason."""
+    return _not_a_fit(ev, train_loss, t, status, prune_reason) or _fit(ev, t, status)
+
+
+def _not_a_fit(ev: dict[str, Any], train_loss: list[float], t: Thresholds, status: str,
+               prune_reason: str | None) -> _Call | None:
+    """``pruned``, ``diverged``, ``not_learning`` or ``unstable``: runs whose fit is not
+    (yet) worth judging; None for the others."""
     n = ev["epochs"]
     if status == "pruned":
         why = f" ({prune_reason})" if prune_reason else ""
@@ -551,7 +578,12 @@ def _verdict(ev: dict[str, Any], train_loss: list[float], t: Thresholds, status:
                                  f"around its trend from epoch to epoch, {_f(noise, True)} of "
                                  f"its descent from ln C (limit {_f(t.noise_max, True)})",
                      _close(noise / t.noise_max, t))
+    return None
 
+
+def _fit(ev: dict[str, Any], t: Thresholds, status: str) -> _Call:
+    """``overfit``, ``not_converged``, ``underfit`` or ``good_fit``, for a run that learned."""
+    n, c_acc = ev["epochs"], ev["chance_acc"]
     over_m = _overfit_margin(ev, t)
     if over_m >= 1:
         return _Call("overfit", (
