@@ -178,7 +178,6 @@ def test_still_improving_is_not_converged_and_says_how_long_to_train():
 def test_a_learning_rate_step_restarts_the_convergence_window():
     # multistep schedule: lr / 10 at epoch 15 of 20; the loss drops right after the step,
     # then settles. Judged over the epochs since the step, it has converged.
-    n = 20
     tl = decay(2.3, 0.3, 14, rate=0.5) + [0.3 - 0.25 * (1 - math.exp(-1.5 * i))
                                           for i in range(1, 7)]
     vl = [x + 0.05 for x in tl]
@@ -239,6 +238,14 @@ def test_pruned_trials_get_no_verdict_on_their_partial_curves():
         assert word not in text
     assert "3 of 15 epochs" in text
     assert diagnose(h, 10).verdict == "not_converged"  # the same curves, not pruned
+    # in its study: how many were pruned, and what to change in the pruner
+    ctx = StudyContext(tuple(TrialRecord(i, 0.9, "pruned" if i % 2 else "good_fit", {})
+                             for i in range(24)))
+    advice = advise(d, {"train.lr": 1e-3}, ctx, number=1)
+    assert advice[0] == ("It ran 3 of 15 epochs, one of 12 pruned trials out of 24: if good "
+                         "configurations are among them, raise the pruner's warm-up "
+                         "(n_warmup_steps).")
+    assert not any("capacity" in a or "max_epochs" in a for a in advice)
     # at chance when pruned is still pruned (the pruner acted, not the diagnosis)
     flat = history([2.30] * 3, [2.30] * 3, [0.1] * 3, [0.1] * 3)
     assert diagnose(flat, 10, status="pruned").verdict == "pruned"
@@ -431,8 +438,9 @@ def test_good_fit_clearly_worse_than_the_best_says_so():
     se = math.sqrt(binomial_se(0.934, 287) ** 2 + binomial_se(0.9965, 287) ** 2)
     assert 0.0625 > 3 * se  # 6.2 points apart, beyond 3 standard errors
     assert advice[0].startswith("Clearly worse than the best trial: val_acc 0.934 vs #7's "
-                                f"0.9965 (6.25 points apart, noise {100 * se:.4g} points)")
+                                f"0.9965 (6.2 points apart, noise {100 * se:.1f} points)")
     assert "train.lr 0.0105 vs 0.0024 here" in advice[0]
+    assert "model.drop_rate 0.37 vs 0.48 here" in advice[0]
     assert "Start from #7" in advice[0]
     # within noise of the best: says so, no "clearly worse"
     close = advise(d, params, _context({0: 0.97, 7: 0.975}, {0: 0.4, 7: 0.37},

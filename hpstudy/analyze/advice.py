@@ -128,12 +128,23 @@ def _present(v: Any) -> bool:
     return True
 
 
-def _num(v: Any) -> str:
+def _num(v: Any, digits: int = 3) -> str:
+    """A hyperparameter value (3 significant digits: 0.0105, 0.478, 7.9e-06, 64)."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return str(v)
-    if v == 0:
-        return "0"
-    return f"{v:.2g}" if abs(v) < 0.01 or abs(v) >= 1e4 else f"{v:.4g}"
+    return "0" if v == 0 else f"{v:.{digits}g}"
+
+
+def _val(v: float) -> str:
+    """A metric value (4 significant digits: 0.9965)."""
+    return _num(v, 4)
+
+
+def _diff(x: float, scale: float) -> str:
+    """A difference of metric values: points of accuracy (1 decimal, 2 below 1) or raw."""
+    if scale == 100:
+        return f"{100 * x:.1f} points" if abs(100 * x) >= 1 else f"{100 * x:.2f} points"
+    return _num(x, 2)
 
 
 def _numeric(values: Iterable[Any]) -> list[float]:
@@ -255,6 +266,12 @@ def advise(diagnosis: Diagnosis, params: Mapping[str, Any],
             if line:
                 specific.append(line)
                 covered.add("learning rate")
+        # a knob already where the better trials have it is not what holds this one back
+        for key, topic in ((LR, "learning rate"), (BATCH, "batch size")):
+            span = _span(key, best)
+            mine = params.get(key)
+            if span and isinstance(mine, int | float) and span[0] <= mine <= span[1]:
+                covered.add(topic)
     elif v == "not_converged":  # the diagnosis already says which curve and how many epochs
         line = _compare(LR, params.get(LR), best, "higher")
         if line:
@@ -288,9 +305,12 @@ def advise(diagnosis: Diagnosis, params: Mapping[str, Any],
     elif v == "pruned":
         pruned = sum(1 for t in ctx.trials if t.verdict == "pruned")
         if ctx.trials and pruned:
-            specific.append(f"{pruned} of {len(ctx.trials)} trials in this study were pruned; "
-                            "compare them with the best trials at the same epoch before "
-                            "reading their curves as a verdict.")
+            n = diagnosis.evidence.get("epochs")
+            total = diagnosis.evidence.get("max_epochs") or n
+            specific.append(f"It ran {n} of {total} epochs, one of {pruned} pruned trials out of "
+                            f"{len(ctx.trials)}: if good configurations are among them, raise "
+                            "the pruner's warm-up (n_warmup_steps).")
+            covered.add("warm-up")
 
     rest = [a for a in diagnosis.advice if not _covers(covered, a)]
     return specific + rest
@@ -314,20 +334,19 @@ def _good_fit_lines(diag: Diagnosis, params: Mapping[str, Any], ctx: StudyContex
     better = top.value - value if ctx.direction == "maximize" else value - top.value
     se = _metric_noise(metric, diag, value, top.value, diag.evidence.get("n_val"), top.n_val)
     scale = 100 if metric.endswith("acc") else 1
-    unit = " points" if scale == 100 else ""
     if better <= 0:
-        return [f"The study's best so far ({metric} {_num(value)}; next best #{top.number} at "
-                f"{_num(top.value)}): keep it as the baseline and test one change at a time "
+        return [f"The study's best so far ({metric} {_val(value)}; next best #{top.number} at "
+                f"{_val(top.value)}): keep it as the baseline and test one change at a time "
                 "(ablation)."]
-    noise_txt = (f"noise {_num(scale * se)}{unit}" if se else "noise unknown")
+    noise_txt = f"noise {_diff(se, scale)}" if se else "noise unknown"
     if se and better > noise_factor * se:
         diffs = _differences(params, top.params)
         where = f"; it differs most in {', '.join(diffs)}" if diffs else ""
-        return [f"Clearly worse than the best trial: {metric} {_num(value)} vs "
-                f"#{top.number}'s {_num(top.value)} ({_num(scale * better)}{unit} apart, "
+        return [f"Clearly worse than the best trial: {metric} {_val(value)} vs "
+                f"#{top.number}'s {_val(top.value)} ({_diff(better, scale)} apart, "
                 f"{noise_txt}){where}. Start from #{top.number} rather than from this one."]
-    return [f"Within noise of the best trial #{top.number} ({metric} {_num(value)} vs "
-            f"{_num(top.value)}, {_num(scale * better)}{unit} apart, {noise_txt}): either can be "
+    return [f"Within noise of the best trial #{top.number} ({metric} {_val(value)} vs "
+            f"{_val(top.value)}, {_diff(better, scale)} apart, {noise_txt}): either can be "
             "the baseline; test one change at a time (ablation)."]
 
 
