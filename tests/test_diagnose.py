@@ -426,6 +426,13 @@ def test_advice_names_the_trial_values_and_the_best_trials():
     # without a study, the trial's own values and the course's ranges
     alone = advise(over, params)
     assert alone[0] == "model.drop_rate is 0 here: add dropout (0.2-0.5 on the dense layers)."
+    some = advise(over, {**params, "model.drop_rate": 0.2})
+    assert some[0] == "model.drop_rate is 0.2 here: raise dropout (0.2-0.5 on the dense layers)."
+    # a lr far from the better trials', for a run that did not learn
+    flat = diagnose(history([2.30] * 8, [2.31] * 8, [0.11] * 8, [0.095] * 8), 10)
+    lost = advise(flat, {"train.lr": 1e-7}, ctx, number=0)
+    assert lost[0] == ("train.lr is 1e-07 here, 4.0 orders of magnitude off; the 3 best trials "
+                       "(#1, #2, #3) use 0.001-0.003: move it into that range.")
 
 
 def test_good_fit_clearly_worse_than_the_best_says_so():

@@ -250,8 +250,10 @@ def advise(diagnosis: Diagnosis, params: Mapping[str, Any],
             if key not in params:
                 continue
             line = _compare(key, params[key], best, "higher")
-            if line is None and key in DEFAULT_RANGES and not params[key]:
-                line = f"{key} is 0 here: add {word} ({DEFAULT_RANGES[key]})."
+            # no better trial to quote: the course's range
+            if line is None and key in DEFAULT_RANGES and _span(key, best) is None:
+                verb = "raise" if params[key] else "add"
+                line = f"{key} is {_num(params[key])} here: {verb} {word} ({DEFAULT_RANGES[key]})."
             if line:
                 specific.append(line)
                 covered.add(word)
@@ -295,9 +297,9 @@ def advise(diagnosis: Diagnosis, params: Mapping[str, Any],
         lr = params.get(LR)
         span = _span(LR, best)
         if isinstance(lr, int | float) and lr > 0 and span and not span[0] <= lr <= span[1]:
-            specific.append(f"{LR} is {_num(lr)} here, {abs(math.log10(lr / span[0])):.1f} "
-                            f"orders of magnitude off; {_who(best)} {_span_txt(*span)}: "
-                            "move it into that range.")
+            off = abs(math.log10(lr / (span[0] if lr < span[0] else span[1])))
+            specific.append(f"{LR} is {_num(lr)} here, {off:.1f} orders of magnitude off; "
+                            f"{_who(best)} {_span_txt(*span)}: move it into that range.")
             covered.add("learning rate")
     elif v == "good_fit":
         specific += _good_fit_lines(diagnosis, params, ctx, number, value, noise_factor)
