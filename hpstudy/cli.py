@@ -147,7 +147,12 @@ def _print_summary(s) -> None:
     typer.echo(f"study        {s.study_name}: {c['total']} trials ({c['complete']} complete, "
                f"{c['pruned']} pruned, {c['failed']} failed) in {s.duration_s:.1f}s")
     if s.best_value is not None:
-        typer.echo(f"best value   {s.best_value:.4f} (trial {s.best_trial})")
+        ties = (f"; tied with trial{'s' if len(s.best_ties) > 1 else ''} "
+                f"{', '.join(map(str, s.best_ties))}" if s.best_ties else "")
+        verdict = f", {s.best_verdict}" if s.best_verdict else ""
+        typer.echo(f"best value   {s.best_value:.4f} (trial {s.best_trial}{verdict}{ties})")
+        if s.best_test:
+            typer.echo("best test    " + ", ".join(f"{k} {v:.4f}" for k, v in s.best_test.items()))
         typer.echo("best params  " + ", ".join(f"{k}={_fmt(v)}" for k, v in s.best_params.items()))
         typer.echo(f"best run     {s.best_run_id}")
     else:
@@ -244,6 +249,11 @@ def train(
             typer.echo(f"best epoch   {result.best_epoch}: val_acc {result.best['val_acc']:.4f}")
         if result.test:
             typer.echo("test         " + ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()))
+        diag = outcome.attrs.get("diagnosis_detail")
+        if diag:
+            typer.echo(f"diagnosis    {diag['verdict']}: {diag['reason']}")
+            for line in diag.get("advice", []):
+                typer.echo(f"  - {line}")
         typer.echo(f"run          {outcome.run_id} in {outcome.tracking_uri}")
         if result.status == "diverged":
             raise typer.Exit(1)
@@ -354,7 +364,7 @@ def _thresholds(items: list[str] | None) -> dict[str, Any]:
 
 ThresholdOpt = Annotated[
     list[str] | None,
-    typer.Option("--threshold", help="Override a diagnosis threshold: --threshold gap_max=0.15 "
+    typer.Option("--threshold", help="Override a diagnosis threshold: --threshold fit_acc=0.6 "
                                      "(repeatable; see hpstudy.analyze.Thresholds)."),
 ]
 

@@ -97,8 +97,9 @@ def test_gap_info_per_trial_and_epoch():
 
 def test_verdict_counts_info_lists_every_verdict():
     assert _verdict_counts_info(_table()) == VerdictCountsInfo(
-        ("good_fit", "overfit", "underfit", "unstable", "diverged", "not_learning", "no verdict"),
-        (1, 2, 0, 0, 1, 0, 1))
+        ("good_fit", "overfit", "underfit", "not_converged", "unstable", "diverged",
+         "not_learning", "pruned", "no verdict"),
+        (1, 2, 0, 0, 0, 1, 0, 0, 1))
 
 
 def test_contour_prefers_lr_by_batch_size():
@@ -153,7 +154,7 @@ def test_run_writes_the_report_and_logs_it_to_the_study_run(regimes):
         assert title in page, title
     assert page.count(get_plotlyjs()[:200]) == 1
     # the diagnosis table has a row per trial with its verdict
-    for n, verdict in ((0, "overfit"), (1, "underfit"), (2, "diverged")):
+    for n, verdict in ((0, "overfit"), (1, "not_converged"), (2, "diverged")):
         row = re.search(rf'<tr id="trial-{n}">(.*?)</tr>', page, flags=re.S)
         assert row and f">{verdict}</span>" in row.group(1)
     # the concrete weight decay (0), not Optuna's search coordinate for "off"

@@ -3,7 +3,9 @@
 Public surface:
 
 - :func:`diagnose` -> :class:`Diagnosis` (one trial's verdict, evidence, advice),
-  :class:`Thresholds`, :data:`VERDICTS`, :data:`ADVICE`;
+  :class:`Thresholds`, :data:`VERDICTS`, :data:`STATUSES`, :data:`ADVICE`;
+- :func:`advise` (advice naming a trial's values against its study's best trials),
+  :class:`StudyContext`, :class:`TrialRecord`;
 - :func:`collect` -> :class:`StudyData` (trials from Optuna, histories from MLflow);
 - :func:`diagnose_study` (collect + diagnose_trials + summarize),
   :func:`diagnose_trials`, :func:`summarize` -> :class:`StudyDiagnosis`,
@@ -28,14 +30,24 @@ from .ablation import (
     format_ablation,
     mean_ci,
 )
+from .advice import StudyContext, TrialRecord, advise
 from .collect import HISTORY_COLUMNS, StudyData, StudyNotFoundError, collect, load_optuna_study
-from .diagnose import ADVICE, VERDICTS, Diagnosis, Thresholds, diagnose, threshold_defaults
+from .diagnose import (
+    ADVICE,
+    STATUSES,
+    VERDICTS,
+    Diagnosis,
+    Thresholds,
+    diagnose,
+    threshold_defaults,
+)
 from .summary import (
     EVIDENCE_COLUMNS,
     StudyDiagnosis,
     diagnose_study,
     diagnose_trials,
     format_text,
+    study_context,
     summarize,
 )
 
@@ -51,18 +63,23 @@ __all__ = [
     "ADVICE",
     "EVIDENCE_COLUMNS",
     "HISTORY_COLUMNS",
+    "STATUSES",
     "VERDICTS",
     "Diagnosis",
     "StudyData",
     "StudyDiagnosis",
     "StudyNotFoundError",
+    "StudyContext",
     "Thresholds",
+    "TrialRecord",
+    "advise",
     "collect",
     "diagnose",
     "diagnose_study",
     "diagnose_trials",
     "format_text",
     "load_optuna_study",
+    "study_context",
     "summarize",
     "threshold_defaults",
 ]

@@ -458,12 +458,13 @@ def mean_history(histories: pd.DataFrame, cell: str) -> list[dict[str, Any]]:
 
 
 def diagnose_cells(runs: pd.DataFrame, histories: pd.DataFrame, design: Design,
-                   num_classes: int | None) -> pd.DataFrame:
+                   num_classes: int | None, n_val: int | None = None) -> pd.DataFrame:
     """One row per cell: each seed's verdict and the verdict on the mean learning curves.
 
     Columns ``cell``, ``label``, ``verdicts`` (verdict -> count over the cell's
     runs), ``verdict``, ``reason`` and ``advice`` (the diagnosis of the mean curves;
-    None without history or class count).
+    None without history or class count). ``n_val``: validation images of the data
+    set (the noise of the curves; averaged curves do not reveal it themselves).
     """
     rows = []
     for c in design.cells():
@@ -474,7 +475,7 @@ def diagnose_cells(runs: pd.DataFrame, histories: pd.DataFrame, design: Design,
         verdict = reason = None
         advice: list[str] = []
         if hist and num_classes and num_classes >= 2:
-            d = diagnose(hist, num_classes)
+            d = diagnose(hist, num_classes, n_val=n_val)
             verdict, reason, advice = d.verdict, d.reason, d.advice
         rows.append({"cell": c.id, "label": c.label, "verdicts": dict(counts),
                      "verdict": verdict, "reason": reason, "advice": advice})
@@ -499,6 +500,7 @@ class AblationData:
         stale: runs left out because they are not in the plan (another cell or seed,
             or a config hash that differs from the plan's).
         num_classes: class count of the data set (from the runs' params).
+        n_val: validation images of the data set (from the runs' params).
     """
 
     name: str
@@ -506,6 +508,7 @@ class AblationData:
     histories: pd.DataFrame
     stale: int = 0
     num_classes: int | None = None
+    n_val: int | None = None
 
 
 def _run_state(run: Any) -> str:
@@ -567,13 +570,16 @@ def collect_ablation(tracking_uri: str, experiment_id: str, ablation: str, metri
         # newest first: keep the first finished run, else the newest attempt
         if prev is None or (prev.info.status != "FINISHED" and run.info.status == "FINISHED"):
             chosen[key] = run
-    rows, parts, classes = [], [], []
+    rows, parts, classes, n_vals = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="hpstudy-ablation-") as tmp:
         for (cell, seed), run in sorted(chosen.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             params = run.data.params
             nc = params.get("data.num_classes")
             if nc is not None and nc.isdigit():
                 classes.append(int(nc))
+            nv = params.get("data.n_val")
+            if nv is not None and nv.isdigit():
+                n_vals.append(int(nv))
             state = _run_state(run)
             value = run.data.metrics.get(metric, math.nan)
             rows.append({"run_id": run.info.run_id, "cell": cell, "seed": seed,
@@ -597,7 +603,8 @@ def collect_ablation(tracking_uri: str, experiment_id: str, ablation: str, metri
     histories = (pd.concat(parts, ignore_index=True) if parts else
                  pd.DataFrame(columns=["run_id", "cell", "seed", *HISTORY_COLUMNS]))
     num_classes = Counter(classes).most_common(1)[0][0] if classes else None
-    return AblationData(ablation, runs, histories, stale, num_classes)
+    n_val = Counter(n_vals).most_common(1)[0][0] if n_vals else None
+    return AblationData(ablation, runs, histories, stale, num_classes, n_val)
 
 
 # ------------------------------------------------------------------ text

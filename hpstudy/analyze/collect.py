@@ -4,8 +4,11 @@
 
 - ``trials``: one row per Optuna trial: ``number``, ``state``, ``value``,
   ``duration_s``, the user attrs (``mlflow_run_id``, ``diagnosis``,
-  ``best_epoch``, ``num_params``, ``status``, ``fail_reason``, ``num_classes``)
-  and one column per hyperparameter under its dotted name (``train.lr``...).
+  ``best_epoch``, ``num_params``, ``status``, ``fail_reason``, ``prune_reason``,
+  ``num_classes``) and one column per hyperparameter under its dotted name
+  (``train.lr``...).
+- ``run_params``: each trial's full concrete config and data facts as logged
+  to its MLflow run (``train.max_epochs``, ``data.n_val``...), values parsed.
 - ``histories``: the per-epoch records of every trial that has any, long
   format: ``trial`` plus the history keys (``epoch``, ``train_loss``...).
 
@@ -35,7 +38,8 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
                    "epoch_time_s")
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr set by hpstudy.search (DESIGN.md)
 _ATTR_COLUMNS = ("mlflow_run_id", "diagnosis", "best_epoch", "num_params", "status",
-                 "fail_reason")
+                 "fail_reason", "prune_reason")
+CONFIG_ATTR = "config_yaml"  # study user attr set by hpstudy.search: the base config
 _log = logging.getLogger("hpstudy")
 
 
@@ -60,6 +64,10 @@ class StudyData:
         parent_run_id: the study's parent MLflow run (None if none was found).
         tracking_uri: where the runs were read from (None: MLflow was not read).
         diagnoses: per-trial diagnosis dicts stored in Optuna (``diagnosis_detail``).
+        run_params: per-trial params of its MLflow run, values parsed (the whole
+            concrete config as flat dotted keys, plus ``data.n_val``...).
+        metric: the study's objective metric (``search.metric`` of the stored config;
+            ``val_acc`` when unknown).
     """
 
     name: str
@@ -71,6 +79,8 @@ class StudyData:
     parent_run_id: str | None = None
     tracking_uri: str | None = None
     diagnoses: dict[int, dict[str, Any]] = field(default_factory=dict)
+    run_params: dict[int, dict[str, Any]] = field(default_factory=dict)
+    metric: str = "val_acc"
 
     def history(self, number: int) -> list[dict[str, Any]]:
         """One trial's per-epoch records as a list of dicts (what ``diagnose`` reads)."""
@@ -239,6 +249,7 @@ def collect(study_name: str, storage_url: str | optuna.storages.BaseStorage,
                  for t in study.get_trials(deepcopy=False)
                  if isinstance(t.user_attrs.get("diagnosis_detail"), dict)}
     parts: list[pd.DataFrame] = []
+    run_params: dict[int, dict[str, Any]] = {}
     parent = None
     if tracking_uri is not None:
         from mlflow import MlflowClient
@@ -260,6 +271,7 @@ def collect(study_name: str, storage_url: str | optuna.storages.BaseStorage,
                     continue
                 trials.at[i, "mlflow_run_id"] = rid
                 _concrete_params(trials, i, run.data.params, params)
+                run_params[number] = {k: _param_value(v) for k, v in run.data.params.items()}
                 if len(h):
                     h = h.reindex(columns=list(HISTORY_COLUMNS))
                     h.insert(0, "trial", number)
@@ -277,4 +289,20 @@ def collect(study_name: str, storage_url: str | optuna.storages.BaseStorage,
         parent_run_id=parent,
         tracking_uri=tracking_uri,
         diagnoses=diagnoses,
+        run_params=run_params,
+        metric=_study_metric(study),
     )
+
+
+def _study_metric(study: optuna.Study) -> str:
+    """``search.metric`` of the config stored with the study (``val_acc`` if absent)."""
+    text = study.user_attrs.get(CONFIG_ATTR)
+    if not isinstance(text, str):
+        return "val_acc"
+    import yaml
+
+    try:
+        metric = (yaml.safe_load(text) or {}).get("search", {}).get("metric")
+    except (yaml.YAMLError, AttributeError):
+        return "val_acc"
+    return metric if isinstance(metric, str) else "val_acc"

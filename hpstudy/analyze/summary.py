@@ -2,8 +2,11 @@
 overfit trials apart from the good fits.
 
 ``diagnose_trials(data)`` re-reads every trial's learning curves (so changed
-thresholds apply to old studies); a trial without a history keeps the
-diagnosis stored when it ended. ``summarize(table, data)`` counts verdicts and
+thresholds apply to old studies), with the trial's status (a pruned trial is
+``pruned``), its validation-set size and epoch budget from its run's params;
+a trial without a history keeps the diagnosis stored when it ended. Its advice
+is :func:`~hpstudy.analyze.advice.advise`'s: the trial's own values against
+the study's best trials. ``summarize(table, data)`` counts verdicts and
 compares the hyperparameters of the ``overfit`` and ``good_fit`` groups:
 numeric ones by Cliff's delta (how often an overfit trial's value is above a
 good fit's, minus below; -1..1), categorical ones by the total variation
@@ -20,11 +23,13 @@ from typing import Any
 
 import pandas as pd
 
+from .advice import StudyContext, advise
 from .collect import StudyData
-from .diagnose import VERDICTS, Diagnosis, diagnose
+from .diagnose import STATUSES, VERDICTS, Diagnosis, diagnose
 
-EVIDENCE_COLUMNS = ("epochs", "best_epoch", "final_train_acc", "best_val_acc", "gap",
-                    "val_loss_rise", "train_loss_slope", "noise")
+EVIDENCE_COLUMNS = ("epochs", "best_epoch", "val_loss_min_epoch", "final_train_acc",
+                    "best_val_acc", "gap", "val_loss_rise", "train_loss_slope", "noise",
+                    "certainty")
 TABLE_COLUMNS = ("number", "state", "value", "verdict", "reason", *EVIDENCE_COLUMNS, "advice")
 
 
@@ -34,9 +39,30 @@ def _num_classes(data: StudyData) -> int | None:
     return Counter(known).most_common(1)[0][0] if known else None
 
 
+def trial_status(state: Any, status: Any) -> str:
+    """How a trial's run ended (``FitResult.status``), from its stored status or its state."""
+    if isinstance(status, str) and status in STATUSES:
+        return status
+    return "pruned" if state == "PRUNED" else "completed"
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) \
+            else None
+    except (TypeError, ValueError):
+        return None
+
+
 def diagnose_trials(data: StudyData, num_classes: int | None = None,
                     **thresholds: Any) -> pd.DataFrame:
     """One row per trial: verdict, reason, evidence columns and advice.
+
+    Each trial is diagnosed with its status (``status`` user attr, else ``pruned`` for
+    a PRUNED trial), its ``prune_reason`` user attr, ``data.n_val`` and
+    ``train.max_epochs`` from its run's params, and the study's metric as
+    ``monitor``; its advice names its hyperparameters against the study's best
+    trials (:func:`~hpstudy.analyze.advice.advise`).
 
     Args:
         data: from :func:`~hpstudy.analyze.collect`.
@@ -51,28 +77,73 @@ def diagnose_trials(data: StudyData, num_classes: int | None = None,
     """
     default_classes = num_classes or _num_classes(data)
     trial_hist = set(data.histories["trial"].unique()) if len(data.histories) else set()
-    rows = []
+    mode = "max" if data.direction == "maximize" else "min"
+    diags: dict[int, Diagnosis | None] = {}
     for t in data.trials.itertuples(index=False):
         number = int(t.number)
         classes = num_classes or (int(t.num_classes) if pd.notna(t.num_classes) else None) \
             or default_classes
+        run = data.run_params.get(number, {})
+        prune = getattr(t, "prune_reason", None)
         diag: Diagnosis | None = None
         if number in trial_hist and classes is not None:
-            diag = diagnose(data.history(number), classes, **thresholds)
+            diag = diagnose(data.history(number), classes,
+                            status=trial_status(t.state, t.status),
+                            n_val=_int_or_none(run.get("data.n_val")),
+                            max_epochs=_int_or_none(run.get("train.max_epochs")),
+                            prune_reason=prune if isinstance(prune, str) else None,
+                            monitor=data.metric, mode=mode, **thresholds)
         elif number in data.diagnoses:
             diag = Diagnosis.from_dict(data.diagnoses[number])
+        diags[number] = diag
+    context = study_context(data, {n: d.verdict for n, d in diags.items() if d is not None})
+    rows = []
+    for t in data.trials.itertuples(index=False):
+        number = int(t.number)
+        diag = diags[number]
         row: dict[str, Any] = {"number": number, "state": t.state, "value": t.value}
         if diag is None:
             why = t.fail_reason if isinstance(t.fail_reason, str) else "no epoch recorded"
             row.update(verdict=None, reason=why, advice=[])
         else:
-            row.update(verdict=diag.verdict, reason=diag.reason, advice=list(diag.advice))
+            advice = advise(diag, trial_config(data, number), context, number=number)
+            row.update(verdict=diag.verdict, reason=diag.reason, advice=advice)
             row.update({k: diag.evidence.get(k) for k in EVIDENCE_COLUMNS})
         rows.append(row)
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     # object, not pandas' string dtype: a missing verdict stays None rather than NaN
     table["verdict"] = pd.Series([r["verdict"] for r in rows], index=table.index, dtype=object)
     return table
+
+
+def trial_config(data: StudyData, number: int) -> dict[str, Any]:
+    """A trial's hyperparameters as flat dotted keys: its run's params (the whole
+    concrete config), overlaid with the searched values of the trials frame."""
+    out = {k: v for k, v in data.run_params.get(number, {}).items()
+           if isinstance(v, int | float | str | bool)}
+    row = data.trials[data.trials["number"] == number]
+    if len(row):
+        for k in data.param_names:
+            v = row.iloc[0][k]
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[k] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def study_context(data: StudyData, verdicts: dict[int, str] | None = None,
+                  top_k: int = 3) -> StudyContext:
+    """The :class:`~hpstudy.analyze.advice.StudyContext` of a collected study."""
+    frame = data.trials[["number", "state", "value"]].copy()
+    frame["verdict"] = [(verdicts or {}).get(int(n)) for n in frame["number"]]
+    frame["n_val"] = [_int_or_none(data.run_params.get(int(n), {}).get("data.n_val"))
+                      for n in frame["number"]]
+    configs = [trial_config(data, int(n)) for n in frame["number"]]
+    keys = sorted({k for c in configs for k in c})
+    params = pd.DataFrame([{k: c.get(k) for k in keys} for c in configs], index=frame.index,
+                          columns=keys)
+    frame = pd.concat([frame, params], axis=1)
+    return StudyContext.from_frame(frame, direction=data.direction, metric=data.metric,
+                                   param_names=keys, top_k=top_k)
 
 
 @dataclass
@@ -189,6 +260,7 @@ def format_text(table: pd.DataFrame, summary: StudyDiagnosis, width: int = 100) 
 
     cols = [("trial", "number"), ("state", "state"), ("value", "value"),
             ("verdict", "verdict"), ("epochs", "epochs"), ("best", "best_epoch"),
+            ("vl_min", "val_loss_min_epoch"),
             ("train_acc", "final_train_acc"), ("val_acc", "best_val_acc"), ("gap", "gap"),
             ("val_rise", "val_loss_rise"), ("slope", "train_loss_slope"), ("noise", "noise")]
     cells = [[_cell(r[k], k) for _, k in cols] for r in table.to_dict("records")]

@@ -440,7 +440,7 @@ def build_ablation_sections(data: AblationData, stats: AblationStats, design: De
                             ) -> list[Section]:
     """Every block of the ablation report, in page order."""
     order = [(c.id, c.label) for c in design.cells()]
-    diag = diagnose_cells(data.runs, data.histories, design, data.num_classes)
+    diag = diagnose_cells(data.runs, data.histories, design, data.num_classes, data.n_val)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in stats.notes)
     sections = [
         Section("overview", "Ablation",

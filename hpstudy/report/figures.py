@@ -30,6 +30,8 @@ VERDICT_COLORS: dict[str, str] = {
     "unstable": "#ff7f0e",
     "diverged": "#444444",
     "not_learning": "#9467bd",
+    "not_converged": "#17becf",
+    "pruned": "#8c8c8c",
 }
 NO_VERDICT_COLOR = "#bbbbbb"
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

@@ -116,7 +116,8 @@ def _params_text(trials: pd.DataFrame, number: int, names: list[str]) -> str:
 
 def diagnosis_table_html(table: pd.DataFrame, data: StudyData) -> str:
     """The per-trial diagnosis as an HTML table (verdict, evidence, advice, params)."""
-    head = ("trial", "state", "value", "verdict", "epochs", "best epoch", "train acc",
+    head = ("trial", "state", "value", "verdict", "epochs", "best epoch", "val loss min",
+            "train acc",
             "val acc", "gap", "val loss rise", "loss slope", "noise", "why and what to try",
             "hyperparameters")
     out = ['<table class="diag"><thead><tr>', *(f"<th>{h}</th>" for h in head),
@@ -126,9 +127,11 @@ def diagnosis_table_html(table: pd.DataFrame, data: StudyData) -> str:
         cells = [
             str(r["number"]), html.escape(str(r["state"])), fmt_number(r["value"]),
             badge(r["verdict"]), fmt_number(r["epochs"]), fmt_number(r["best_epoch"]),
+            fmt_number(r["val_loss_min_epoch"]),
             fmt_number(r["final_train_acc"], pct=True), fmt_number(r["best_val_acc"], pct=True),
             fmt_number(r["gap"], pct=True, signed=True), fmt_number(r["val_loss_rise"], pct=True),
-            fmt_number(r["train_loss_slope"], pct=True, signed=True), fmt_number(r["noise"], pct=True),
+            fmt_number(r["train_loss_slope"], pct=True, signed=True),
+            fmt_number(r["noise"], pct=True),
             f'{html.escape(str(r["reason"]))}<ul>{advice}</ul>',
             html.escape(_params_text(data.trials, int(r["number"]), data.param_names)),
         ]

@@ -82,12 +82,13 @@ class Objective:
                              label=f"{self.cfg.name}-{trial_run_name(n)}",
                              on_failure_log=run.log_artifact)
             self._keep_checkpoint(trial, run.id, result)
-            attrs = run.record(result, tcfg)
+            why = prune_reason(self.cfg, len(result.history)) if result.state == PRUNED else None
+            attrs = run.record(result, tcfg, prune_reason=why)
         for k, v in attrs.items():
             if v is not None:
                 trial.set_user_attr(k, v)
         if result.state == PRUNED:
-            raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
+            raise optuna.TrialPruned(why)
         if result.state == FAIL:
             trial.set_user_attr(ATTR_FAIL_REASON, result.failure)
             raise TrialFailed(result.failure)
@@ -134,6 +135,23 @@ class Objective:
         except Exception as e:  # noqa: BLE001 - a lost checkpoint must not fail the trial
             _log.warning("trial %d: checkpoint not logged: %s: %s", trial.number,
                          type(e).__name__, e)
+
+
+def prune_reason(cfg: Any, epoch: int) -> str:
+    """Why the study's pruner stopped a trial after ``epoch``, in the pruner's own terms."""
+    p = cfg.search.pruner
+    opts = p.options
+    if p.name == "median":
+        return f"below the median of earlier trials at epoch {epoch} (median pruner)"
+    if p.name == "percentile":
+        pct = opts.get("percentile", 25.0)
+        return f"outside the best {pct:g}% of earlier trials at epoch {epoch} (percentile pruner)"
+    if p.name in ("sha", "hyperband"):
+        rf = opts.get("reduction_factor", 3)
+        kind = "successive halving" if p.name == "sha" else "Hyperband"
+        return (f"not in the best 1/{rf} of its rung at epoch {epoch}, so not promoted "
+                f"({kind})")
+    return f"stopped at epoch {epoch} by the {p.name} pruner"
 
 
 def _improves(study: optuna.Study, value: float) -> bool:

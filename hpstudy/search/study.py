@@ -21,7 +21,14 @@ from optuna.trial import TrialState
 
 from .._proc import Interrupted, interruption
 from ..config import ConfigError, StudyConfig, resolve_space, trial_params
-from ..names import ATTR_CONFIG, ATTR_FAIL_REASON, ATTR_PARENT_RUN, KILLED
+from ..names import (
+    ATTR_CONFIG,
+    ATTR_DIAGNOSIS,
+    ATTR_FAIL_REASON,
+    ATTR_PARENT_RUN,
+    ATTR_RUN_ID,
+    KILLED,
+)
 from ..track import Tracker
 from . import space as _space
 from .objective import Objective
@@ -189,6 +196,9 @@ class StudySummary:
     report_path: str | None = None
     duration_s: float = 0.0
     registered_model: str | None = None  # models:/<study>-best/<version>
+    best_verdict: str | None = None  # the best trial's diagnosis
+    best_test: dict[str, float] = field(default_factory=dict)  # its test metrics, if evaluated
+    best_ties: list[int] = field(default_factory=list)  # other trials with the same best value
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -215,7 +225,13 @@ def study_summary(session: StudySession) -> StudySummary:
     summary.best_value = best.value
     summary.best_params = dict(best.params)
     summary.best_trial = best.number
-    summary.best_run_id = best.user_attrs.get("mlflow_run_id")
+    summary.best_run_id = best.user_attrs.get(ATTR_RUN_ID)
+    summary.best_verdict = best.user_attrs.get(ATTR_DIAGNOSIS)
+    summary.best_test = {k: float(v) for k, v in best.user_attrs.items()
+                         if k.startswith("test_") and isinstance(v, int | float)}
+    summary.best_ties = [t.number for t in study.get_trials(deepcopy=False,
+                                                             states=(TrialState.COMPLETE,))
+                         if t.number != best.number and t.value == best.value]
     return summary
 
 

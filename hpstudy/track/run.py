@@ -14,6 +14,7 @@ without recording ends the run ``FAIL`` ("ended without a result").
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Iterator
@@ -27,8 +28,10 @@ from ..names import (
     ATTR_DIAGNOSIS,
     ATTR_DIAGNOSIS_DETAIL,
     ATTR_NUM_PARAMS,
+    ATTR_PRUNE_REASON,
     ATTR_STATUS,
     COMPLETE,
+    DIAGNOSIS_ARTIFACT,
     FAIL,
     KILLED,
     METRIC_BEST_EPOCH,
@@ -36,6 +39,7 @@ from ..names import (
     METRIC_BEST_VAL_LOSS,
     PARAM_NUM_PARAMS,
     TAG_DIAGNOSIS,
+    TAG_DIAGNOSIS_REASON,
     TAG_FAIL_REASON,
 )
 from .tracker import Tracker, history_csv
@@ -51,13 +55,23 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
-def diagnose_result(result: Any, num_classes: int | None) -> dict[str, Any] | None:
-    """The course's reading of a result's learning curves (None without curves or classes)."""
-    if not num_classes or not result.history:
+def diagnose_result(result: Any, cfg: Any, prune_reason: str | None = None
+                    ) -> dict[str, Any] | None:
+    """The course's reading of a result's learning curves (verdict, reason, evidence, advice).
+
+    None without curves, without a class count, or without a validation split
+    (``val_split: 0``): the training curves alone cannot tell a fit from an overfit.
+    """
+    num_classes = result.data_info.get("data.num_classes")
+    if not num_classes or not result.history or not getattr(result, "validated", True):
         return None
     from ..analyze import diagnose
 
-    return diagnose(result.history, int(num_classes)).to_dict()
+    n_val = result.data_info.get("data.n_val")
+    return diagnose(result.history, int(num_classes), status=result.status,
+                    n_val=int(n_val) if n_val else None, max_epochs=cfg.train.max_epochs,
+                    prune_reason=prune_reason, monitor=result.monitor,
+                    mode=result.mode).to_dict()
 
 
 class TrackedRun:
@@ -83,7 +97,8 @@ class TrackedRun:
         self.tracker.set_tags(self.id, tags)
 
     def record(self, result: Any, cfg: Any, *, state: str | None = None,
-               tags: dict[str, Any] | None = None) -> dict[str, Any]:
+               tags: dict[str, Any] | None = None,
+               prune_reason: str | None = None) -> dict[str, Any]:
         """Log a finished fit and end the run; returns the facts the caller keeps (user attrs).
 
         Logs the model size and data facts as params, the dataset as an input,
@@ -108,11 +123,15 @@ class TrackedRun:
                                  ATTR_NUM_PARAMS: result.num_params, ATTR_STATUS: result.status,
                                  **(result.test or {})}
         all_tags: dict[str, Any] = dict(tags or {})
-        diag = diagnose_result(result, result.data_info.get("data.num_classes"))
+        diag = diagnose_result(result, cfg, prune_reason)
         if diag is not None:
             all_tags[TAG_DIAGNOSIS] = diag["verdict"]
+            all_tags[TAG_DIAGNOSIS_REASON] = diag["reason"]
+            t.log_text(self.id, json.dumps(diag, indent=1), DIAGNOSIS_ARTIFACT)
             attrs[ATTR_DIAGNOSIS] = diag["verdict"]
             attrs[ATTR_DIAGNOSIS_DETAIL] = diag
+        if prune_reason:
+            attrs[ATTR_PRUNE_REASON] = prune_reason
         if state == FAIL:
             all_tags[TAG_FAIL_REASON] = result.failure or result.reason or "failed"
         self.end(state, all_tags)
