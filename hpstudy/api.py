@@ -174,10 +174,13 @@ def write_dashboard(cfg: StudyConfig, storage_url: str, tracker: Any) -> str | N
     Returns None (with a warning) when it cannot be written: a dashboard that
     fails to draw must not turn a finished study into a failed command.
     """
+    from .inspection import best_trial_sections
     from .report import report_study  # plotly is imported only when a report is wanted
 
     try:
-        path = report_study(cfg.name, storage_url, tracker.uri, cfg.report.dir, tracker=tracker)
+        extra = best_trial_sections(cfg.name, storage_url, tracker.uri)  # [] without checkpoint
+        path = report_study(cfg.name, storage_url, tracker.uri, cfg.report.dir, tracker=tracker,
+                            extra=extra)
     except Exception as e:  # noqa: BLE001 - the study itself succeeded
         _log.warning("dashboard not written: %s: %s", type(e).__name__, e)
         return None

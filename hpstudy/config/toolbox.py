@@ -25,7 +25,7 @@ TTA_MODES = ("none", "flip", "crop", "flip_crop")
 """``train.tta``: the views averaged at evaluation (see :mod:`hpstudy.train.tta`)."""
 TTA_FLIPS = frozenset({"flip", "flip_crop"})
 
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # an MLflow run id
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
 
 
@@ -75,10 +75,10 @@ def parse_init_from(spec: str) -> InitSource:
                           alias=m["alias"] or "")
     if s.startswith("runs:/"):
         run_id = s.removeprefix("runs:/").strip("/").split("/")[0]
-        if not _RUN_ID.match(run_id):
+        if not RUN_ID.match(run_id):
             raise ValueError("a run is runs:/<run id> (32 hex digits)")
         return InitSource("run", run_id=run_id)
-    if _RUN_ID.match(s) and not Path(s).exists():
+    if RUN_ID.match(s) and not Path(s).exists():
         return InitSource("run", run_id=s)
     return InitSource("file", path=s)
 

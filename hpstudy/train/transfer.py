@@ -150,6 +150,9 @@ def _mlflow_checkpoint(src: InitSource, tracking_uri: str) -> dict[str, Any]:
 
     from ..track import Tracker, registry
 
+    why = registry.missing_store(tracking_uri)
+    if why:
+        raise TransferError(f"{src} cannot be looked up: {why}")
     client = MlflowClient(tracking_uri=tracking_uri)
     run_id = src.run_id
     if src.kind == "model":
