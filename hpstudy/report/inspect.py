@@ -220,7 +220,7 @@ def _draw_mistakes(info: MistakesInfo) -> go.Figure:
     fig.update_layout(
         title=f"The {len(info.tiles)} most confident of {info.n_mistakes} mistakes among "
               f"{info.n} images (green: true class, red: predicted)",
-        height=60 + 190 * rows, margin={"t": 80, "l": 20, "r": 20}, showlegend=False)
+        height=70 + 170 * rows, margin={"t": 80, "b": 10, "l": 20, "r": 20}, showlegend=False)
     return fig
 
 
