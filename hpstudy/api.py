@@ -27,6 +27,7 @@ from .names import (
     ATTR_RUN_ID,
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
+    FAIL,
     KIND_TRAIN,
     STORAGE_ENV,
     TAG_KIND,
@@ -64,6 +65,10 @@ def preflight(cfg: StudyConfig, *, storage: str | None = None, tracking_uri: str
                                     "--storage", "storage", source))
     check_tracking(*store_origin(tracking_uri, cfg.tracking.uri, TRACKING_ENV,
                                  DEFAULT_TRACKING_URI, "--tracking-uri", "tracking.uri", source))
+    if cfg.model.init_from:  # transfer learning: the weights exist before anything trains
+        from .train.transfer import check_init_from
+
+        check_init_from(cfg, source, tracking_uri)
 
 
 # ------------------------------------------------------------------ studies
@@ -169,10 +174,13 @@ def write_dashboard(cfg: StudyConfig, storage_url: str, tracker: Any) -> str | N
     Returns None (with a warning) when it cannot be written: a dashboard that
     fails to draw must not turn a finished study into a failed command.
     """
+    from .inspection import best_trial_sections
     from .report import report_study  # plotly is imported only when a report is wanted
 
     try:
-        path = report_study(cfg.name, storage_url, tracker.uri, cfg.report.dir, tracker=tracker)
+        extra = best_trial_sections(cfg.name, storage_url, tracker.uri)  # [] without checkpoint
+        path = report_study(cfg.name, storage_url, tracker.uri, cfg.report.dir, tracker=tracker,
+                            extra=extra)
     except Exception as e:  # noqa: BLE001 - the study itself succeeded
         _log.warning("dashboard not written: %s: %s", type(e).__name__, e)
         return None
@@ -210,11 +218,35 @@ def train(cfg: StudyConfig, tracking_uri: str | None = None,
                          params=trial_params(cfg)) as run:
             result = execute(cfg, [run.log_epoch, *(hooks or [])], label=f"{cfg.name}-{name}",
                              on_failure_log=run.log_artifact)
+            _keep_checkpoint(tracker, run.id, result, cfg)
             attrs = run.record(result, cfg)
     except Interrupted as e:
         e.progress = f"run {name} recorded KILLED"
         raise
     return TrainOutcome(result, run.id, tracker.uri, attrs)
+
+
+def _keep_checkpoint(tracker: Any, run_id: str, result: Any, cfg: StudyConfig) -> None:
+    """Leave a run's kept weights as ``checkpoint/model.pt`` (for ``hpstudy inspect RUN_ID``
+    and ``model.init_from: RUN_ID``), unless ``tracking.register_best`` and
+    ``tracking.log_checkpoints`` are both off. A lost checkpoint never fails the run."""
+    from .track import registry
+    from .train import checkpoint_from_fit
+
+    t = cfg.tracking
+    if result.best_epoch is None or result.state == FAIL or not (t.register_best
+                                                                   or t.log_checkpoints):
+        return
+    try:
+        if result.module is not None and result.datamodule is not None:
+            ckpt = checkpoint_from_fit(result, {"study": cfg.name})
+        elif result.checkpoint is not None:
+            ckpt = result.checkpoint
+        else:
+            return
+        registry.log_checkpoint(tracker, run_id, ckpt)
+    except Exception as e:  # noqa: BLE001 - the run itself succeeded
+        _log.warning("run %s: checkpoint not logged: %s: %s", run_id, type(e).__name__, e)
 
 
 # ------------------------------------------------------------------ ablations

@@ -405,14 +405,61 @@ def report(
     def go():
         cfg, url, uri = _study_to_read(study, storage, tracking_uri)
         from .analyze import StudyNotFoundError
+        from .inspection import best_trial_sections
         from .report import report_study
 
         try:
+            extra = best_trial_sections(cfg.name, url, uri)  # [] when it kept no checkpoint
             path = report_study(cfg.name, url, uri, out or cfg.report.dir,
-                                log_artifact=not no_log, top_k=top)
+                                log_artifact=not no_log, top_k=top, extra=extra)
         except StudyNotFoundError as e:
             _fail(f"{e} (run it first)", 2)
         typer.echo(f"dashboard    {path}")
+
+    _guard(go)
+
+
+@app.command()
+def inspect(
+    target: Annotated[str, typer.Argument(help="Study file or name (its best trial), or an MLflow run id.")],
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    out: Annotated[str | None, typer.Option("--out", help="Dashboards folder (default: the study's report.dir, else dashboards).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="val or test (default: val; test when there is no validation split).")] = None,
+    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Inspect only the first N images of the split.")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log the page and its data to the run.")] = False,
+) -> None:
+    """Look inside a trained model: confusion matrix, per-class accuracy, the most confident
+    mistakes, first-layer filters, class activation maps; writes <out>/<name>/index.html."""
+
+    def go():
+        from .analyze import StudyNotFoundError
+        from .inspection import InspectError, is_run_id, subject_for_run, subject_for_study
+        from .inspection import inspect as inspect_subject
+        from .names import DEFAULT_REPORT_DIR, DEFAULT_TRACKING_URI, TRACKING_ENV
+
+        if split not in (None, "val", "test"):
+            _fail(f"--split {split}: expected val or test", 2)
+        try:
+            if is_run_id(target):
+                uri = tracking_uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
+                subject = subject_for_run(target, uri)
+                name, folder = f"{subject.experiment}/inspect-{target[:8]}", out or DEFAULT_REPORT_DIR
+            else:
+                cfg, url, uri = _study_to_read(target, storage, tracking_uri)
+                subject = subject_for_study(cfg.name, url, uri)
+                name, folder = f"{cfg.name}/inspect", out or cfg.report.dir
+            outcome = inspect_subject(subject, name=name, out_dir=folder, split=split,
+                                      limit=max_images, log=not no_log)
+        except (InspectError, StudyNotFoundError) as e:
+            _fail(str(e), 2)
+        insp = outcome.inspection
+        split_name = "validation" if insp.split == "val" else "test"
+        typer.echo(f"inspected    {subject.label}: accuracy {insp.accuracy:.4f} on "
+                   f"{len(insp.labels)} {split_name} images")
+        typer.echo(f"page         {outcome.folder / 'index.html'}")
+        if outcome.logged:
+            typer.echo(f"logged       run {outcome.run_id}, under inspection/")
 
     _guard(go)
 

@@ -31,6 +31,9 @@ METRIC_BEST_VAL_ACC = "best_val_acc"
 METRIC_BEST_VAL_LOSS = "best_val_loss"
 METRIC_BEST_EPOCH = "best_epoch"
 PARAM_NUM_PARAMS = "model.num_params"
+# test-time augmentation (train.tta): separate metrics, never replacing the plain ones
+TTA_SUFFIX = "_tta"
+TTA_METRICS = ("val_acc_tta", "val_loss_tta", "test_acc_tta", "test_loss_tta")
 
 # ------------------------------------------------------------------ states
 COMPLETE, PRUNED, FAIL, KILLED, RUNNING = "COMPLETE", "PRUNED", "FAIL", "KILLED", "RUNNING"

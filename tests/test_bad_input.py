@@ -109,6 +109,14 @@ CASES: list[tuple[str, Any, list[str], list[str]]] = [
      ["study.yaml: storage", "connection refused"]),
     ("study file tracking refused", {"tracking": {"uri": "http://127.0.0.1:1"}}, [],
      ["study.yaml: tracking.uri", "no MLflow server answers"]),
+    # transfer learning: the weights must exist before anything is written
+    ("init_from missing file", {"model": {"init_from": "nope.pt"}}, [],
+     ["study.yaml: model.init_from", "no checkpoint file nope.pt"]),
+    ("init_from in another store", {"model": {"init_from": "models:/ghost/1"}}, [],
+     ["study.yaml: model.init_from", "not in --tracking-uri"]),
+    ("init_from without a store", {"model": {"init_from": "models:/ghost/1"},
+                                   "tracking": {"uri": "sqlite:///mlflow.db"}}, [],
+     ["study.yaml: model.init_from", "no MLflow store at sqlite:///mlflow.db"]),
 ]
 CASES += [(f"schema {b[1] or b[2]}", {k: v for k, v in b[0].items()}, [],
            [b[1] or "", b[2]]) for b in BAD]

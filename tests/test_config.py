@@ -60,6 +60,19 @@ BAD = [
     ({"search": {"enqueue": [{"train.momentum": 0.5}]}}, "search.enqueue[0].train.momentum",
      "not a key of the search space"),
     ({"name": "bad name!"}, "name", "pattern"),
+    # the course's toolbox: transfer learning, regularizers, test-time augmentation
+    ({"train": {"max_norm": 0}}, "train.max_norm", "greater than 0"),
+    ({"train": {"l1": -1e-4}}, "train.l1", "greater than or equal to 0"),
+    ({"train": {"finetune": "last"}}, "train.finetune", "'all', 'head' or 'batchnorm'"),
+    ({"train": {"finetune": "batchnorm"}}, "train.finetune", "has none"),
+    ({"train": {"tta": "rotate", "evaluate_test": True}}, "train.tta", "'flip', 'crop'"),
+    ({"train": {"tta": "crop"}}, "train.tta", "evaluates nothing"),
+    ({"train": {"tta": "flip", "evaluate_test": True}}, "train.tta", "do not survive mirroring"),
+    ({"train": {"tta_on_val": True}}, "train.tta_on_val", "needs train.tta"),
+    ({"model": {"init_from": "models:/only-a-name"}}, "model.init_from",
+     "models:/<name>/<version>"),
+    ({"model": {"init_from": "runs:/not-hex"}}, "model.init_from", "32 hex digits"),
+    ({"model": {"init_from": " "}}, "model.init_from", "must name a registered model"),
 ]
 
 

@@ -37,6 +37,11 @@ ALIASES: dict[str, str] = {
     "arch": "model.arch",
     "augmentation": "data.augmentation",
     "dataset": "data.dataset",
+    "init_from": "model.init_from",
+    "finetune": "train.finetune",
+    "max_norm": "train.max_norm",
+    "l1": "train.l1",
+    "tta": "train.tta",
 }
 
 

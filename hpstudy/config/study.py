@@ -43,6 +43,7 @@ from ._base import (
     validate,
 )
 from .space import resolve_key, resolve_space
+from .toolbox import FINETUNE_MODES, TTA_MODES, check_toolbox, parse_init_from
 
 METRICS = OBJECTIVE_METRICS
 
@@ -126,6 +127,16 @@ class ModelConfig(Strict):
     drop_rate: float | None = Field(None, ge=0.0, lt=1.0)
     act_layer: str | None = None
     norm_layer: str | None = None
+    # transfer learning: start from a trained model's weights, a registered model
+    # (models:/name/version), an MLflow run id or a checkpoint file; None: from scratch
+    init_from: str | None = None
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_from_form(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_init_from(v)  # the form; the source's existence is checked before training
+        return v
 
     @field_validator("init")
     @classmethod
@@ -219,6 +230,19 @@ class TrainConfig(Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # which parameters train: all; head (the classifier only, BatchNorm statistics frozen);
+    # batchnorm (BatchNorm scales and shifts, and the classifier). See train/transfer.py
+    finetune: Literal[FINETUNE_MODES] = "all"  # type: ignore[valid-type]
+    # max-norm constraint c (Srivastava et al. 2014): after every step each unit's incoming
+    # weights are rescaled to L2 norm <= c; the course: "typically around 3 or 4"
+    max_norm: float | None = Field(None, gt=0)
+    # L1 penalty: l1 * sum|w| over conv/linear kernels, added to the training loss
+    # (train_loss logs the data loss alone, comparable across runs)
+    l1: float = Field(0.0, ge=0)
+    # test-time augmentation: predictions averaged over views, reported as separate
+    # metrics (test_acc_tta; val_acc_tta with tta_on_val), never replacing the plain ones
+    tta: Literal[TTA_MODES] = "none"  # type: ignore[valid-type]
+    tta_on_val: bool = False
     gradient_clip: float | None = Field(None, gt=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | str | list[int] = 1
@@ -410,6 +434,7 @@ def from_dict(raw: Any, source: str = "<dict>", *, concrete: bool = False) -> St
     if not concrete:
         check_augmentation(cfg, source)
         check_model_builds(cfg, source)
+        check_toolbox(cfg, source)
         validate_space(cfg, source)
     return cfg
 

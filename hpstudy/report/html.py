@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -216,7 +216,7 @@ def build_sections(data: StudyData, table: pd.DataFrame, summary: StudyDiagnosis
 
 def write_report(data: StudyData, out_dir: str | Path = "dashboards", *,
                  table: pd.DataFrame | None = None, summary: StudyDiagnosis | None = None,
-                 top_k: int = 3) -> Path:
+                 top_k: int = 3, extra: Sequence[Section] = ()) -> Path:
     """Write ``<out_dir>/<study>/index.html`` and return its path.
 
     Args:
@@ -225,16 +225,19 @@ def write_report(data: StudyData, out_dir: str | Path = "dashboards", *,
         table: from :func:`hpstudy.analyze.diagnose_trials` (computed if omitted).
         summary: from :func:`hpstudy.analyze.summarize` (computed if omitted).
         top_k: how many of the best trials get learning curves.
+        extra: sections appended at the end (the best trial's inspection).
     """
     table = diagnose_trials(data) if table is None else table
     summary = summarize(table, data) if summary is None else summary
-    page = render_html(f"hpstudy report: {data.name}", build_sections(data, table, summary, top_k))
+    sections = build_sections(data, table, summary, top_k) + list(extra)
+    page = render_html(f"hpstudy report: {data.name}", sections)
     return write_page(page, out_dir, data.name)
 
 
 def report_study(study_name: str, storage_url: str, tracking_uri: str | None,
                  out_dir: str | Path = "dashboards", *, log_artifact: bool = True,
-                 top_k: int = 3, tracker: Tracker | None = None) -> Path:
+                 top_k: int = 3, tracker: Tracker | None = None,
+                 extra: Sequence[Section] = ()) -> Path:
     """Collect a study, write its dashboard, and log it to the study's parent MLflow run.
 
     Args:
@@ -246,6 +249,8 @@ def report_study(study_name: str, storage_url: str, tracking_uri: str | None,
         top_k: how many of the best trials get learning curves.
         tracker: the study's tracker when the caller has one (it is reused);
             otherwise one is opened on ``tracking_uri`` to log the page.
+        extra: sections appended at the end (the composition adds the best
+            trial's inspection, :func:`hpstudy.inspection.best_trial_sections`).
 
     Returns:
         The path of the written ``index.html``.
@@ -254,7 +259,7 @@ def report_study(study_name: str, storage_url: str, tracking_uri: str | None,
         StudyNotFoundError: no study of that name in the storage (a KeyError).
     """
     data = collect(study_name, storage_url, tracking_uri)
-    path = write_report(data, out_dir, top_k=top_k)
+    path = write_report(data, out_dir, top_k=top_k, extra=extra)
     if log_artifact and tracking_uri is not None and data.parent_run_id:
         tracker = tracker or Tracker.for_run(tracking_uri, data.parent_run_id)
         tracker.log_artifact(data.parent_run_id, path, ARTIFACT_DIR)

@@ -64,6 +64,19 @@ def log_checkpoint(tracker: Tracker, run_id: str, checkpoint: dict[str, Any]) ->
     return f"runs:/{run_id}/{CHECKPOINT}"
 
 
+def missing_store(uri: str) -> str | None:
+    """Why ``uri`` holds nothing to read (a SQLite file that does not exist), else None.
+
+    Readers (``model.init_from``, ``hpstudy inspect``) check first: opening a
+    missing SQLite store would create an empty one and answer "no such run".
+    """
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            return f"no MLflow store at {uri} (no file {path})"
+    return None
+
+
 def load_checkpoint(tracker: Tracker, run_id: str) -> dict[str, Any]:
     """Download a run's checkpoint and load it with ``weights_only=True`` on the CPU."""
     with tempfile.TemporaryDirectory(prefix="hpstudy-ckpt-") as tmp:

@@ -30,6 +30,8 @@ from ..data import ImageDataModule
 from ..models import model_info
 from ..names import COMPLETE, CURVE_KEYS, FAIL, PRUNED
 from .module import ClassifierModule
+from .transfer import load_init_weights
+from .tta import evaluate_tta
 
 EpochHook = Callable[[dict[str, Any]], bool | None]
 
@@ -57,6 +59,8 @@ class FitResult:
     best_epoch: int | None = None
     best: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    # end-of-run evaluations of the kept weights: test_loss/test_acc (train.evaluate_test)
+    # and the test-time augmentation metrics (*_tta, train.tta)
     test: dict[str, float] | None = None
     num_params: int = 0
     data_info: dict[str, Any] = field(default_factory=dict)
@@ -223,8 +227,10 @@ def build_module(cfg: StudyConfig, dm: ImageDataModule) -> ClassifierModule:
     """The Lightning module of a concrete config for a prepared data module."""
     dm.prepare()
     d = cfg.to_dict()
-    return ClassifierModule(d["model"], d["train"], num_classes=dm.num_classes,
-                            in_chans=dm.in_chans, input_size=dm.input_size)
+    module = ClassifierModule(d["model"], d["train"], num_classes=dm.num_classes,
+                              in_chans=dm.in_chans, input_size=dm.input_size)
+    load_init_weights(module.net, cfg)  # model.init_from (transfer learning), if set
+    return module
 
 
 def build_trainer(cfg: StudyConfig, callbacks: list[Callback], **overrides: Any) -> pl.Trainer:
@@ -328,6 +334,9 @@ def fit(
         test_trainer = build_trainer(cfg, [], limit_test_batches=None)
         out = test_trainer.test(module, datamodule=dm, verbose=False)
         test = {k: float(v) for k, v in (out[0] if out else {}).items()}
+    if t.tta != "none" and status in ("completed", "early_stopped"):
+        # test-time augmentation: its own metrics (test_acc_tta, val_acc_tta), never selection
+        test = {**(test or {}), **evaluate_tta(cfg, module, dm, build_trainer)}
 
     best = {}
     if recorder.best_epoch is not None:

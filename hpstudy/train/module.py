@@ -18,6 +18,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..config import ModelConfig, TrainConfig
 from ..models import count_params, create_model, init_weights
 from .optim import build_optimizer, build_scheduler
+from .regularize import kernels, l1_penalty, max_norm_
+from .transfer import apply_finetune
 
 STAGES = ("train", "val", "test")
 
@@ -74,6 +76,11 @@ class ClassifierModule(pl.LightningModule):
         )
         init_weights(self.net, self.model_cfg.init)
         self.num_params = count_params(self.net)
+        # train.finetune: freeze what does not train (model.init_from's weights are loaded
+        # by build_module); then the kernels that train.l1 and train.max_norm act on
+        self.finetuning = apply_finetune(self.net, self.train_cfg.finetune)
+        t = self.train_cfg
+        self._kernels = kernels(self.net) if (t.l1 or t.max_norm is not None) else []
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.train_cfg.label_smoothing)
         # ModuleDict keys cannot shadow nn.Module attributes ("train"): prefix them
         self.acc = nn.ModuleDict(
@@ -96,7 +103,19 @@ class ClassifierModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        if self.train_cfg.l1:  # optimized, not logged: train_loss stays the data loss
+            loss = loss + l1_penalty(self._kernels, self.train_cfg.l1)
+        return loss
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.train_cfg.max_norm is not None:  # after every step, on the device
+            max_norm_(self._kernels, self.train_cfg.max_norm)
+
+    def on_train_start(self) -> None:
+        self.finetuning.hold(self.net)  # train.finetune: head keeps BatchNorm statistics frozen
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -128,7 +147,9 @@ class ClassifierModule(pl.LightningModule):
         self.log_dict(self._epoch_metrics("test"), sync_dist=False)
 
     def configure_optimizers(self):
-        opt = build_optimizer(self.net.parameters(), self.train_cfg)
+        # only what trains (train.finetune freezes the rest)
+        opt = build_optimizer([p for p in self.net.parameters() if p.requires_grad],
+                              self.train_cfg)
         steps = self.trainer.estimated_stepping_batches // max(1, self.train_cfg.max_epochs)
         sched = build_scheduler(opt, self.train_cfg, steps_per_epoch=max(1, int(steps)))
         if sched is None:
