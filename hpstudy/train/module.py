@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..config import ModelConfig, TrainConfig
 from ..models import count_params, create_model, init_weights
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, optimizer_params
 
 STAGES = ("train", "val", "test")
 
@@ -128,7 +128,7 @@ class ClassifierModule(pl.LightningModule):
         self.log_dict(self._epoch_metrics("test"), sync_dist=False)
 
     def configure_optimizers(self):
-        opt = build_optimizer(self.net.parameters(), self.train_cfg)
+        opt = build_optimizer(optimizer_params(self.net, self.train_cfg), self.train_cfg)
         steps = self.trainer.estimated_stepping_batches // max(1, self.train_cfg.max_epochs)
         sched = build_scheduler(opt, self.train_cfg, steps_per_epoch=max(1, int(steps)))
         if sched is None:
