@@ -265,3 +265,34 @@ def write_ablation_dashboard(plan: Any, summary: Any) -> str | None:
         _log.warning("ablation report not written: %s: %s", type(e).__name__, e)
         return None
     return str(path)
+
+
+# ------------------------------------------------------------------ refits
+def refit(cfg: StudyConfig, *, storage: str | None = None, tracking_uri: str | None = None,
+          overrides: dict[str, Any] | None = None,
+          hooks: list[Callable[[dict[str, Any]], Any]] | None = None) -> Any:
+    """Retrain a study's best trial on train + validation and test it once: ``hpstudy refit``.
+
+    Args:
+        cfg: the study's config (its file, or the config stored with the study).
+        storage: Optuna storage URL (argument > study file > $HPSTUDY_STORAGE > default).
+        tracking_uri: MLflow URI (argument > study file > $MLFLOW_TRACKING_URI > default).
+        overrides: dotted keys for the refit's config (``{"data.root": "/data"}``).
+        hooks: extra epoch hooks (e.g. printing each epoch).
+
+    Returns:
+        The :class:`~hpstudy.search.refit.RefitOutcome` (plan, fit, MLflow run id).
+    """
+    from .data import check_dataset, data_root
+    from .search.refit import plan_refit, run_refit
+
+    url, uri = cfg.storage_url(storage), cfg.tracking_uri(tracking_uri)
+    plan = plan_refit(cfg, url, uri, overrides)
+    d = plan.config.data  # the data is there, before the refit's run is written
+    check_dataset(d.dataset, root=data_root(d.root), download=d.download, val_split=d.val_split,
+                  subset=d.subset, seed=d.seed, augmentation=d.augmentation, **d.options)
+    try:
+        return run_refit(plan, url, uri, hooks or [])
+    except Interrupted as e:
+        e.progress = f"run {plan.run_name} recorded KILLED"
+        raise

@@ -293,6 +293,53 @@ def ablate(
 
 
 @app.command()
+def refit(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key of the refit's config: --set data.root=/data "
+                                   "(repeatable)."),
+    ] = None,
+) -> None:
+    """Retrain the best trial's config on train + validation for the same number of epochs,
+    evaluate the test split once, and log it as its own MLflow run under the study's run."""
+
+    def go():
+        cfg, _, _ = _study_to_read(study, storage, tracking_uri)
+        from .api import preflight
+        from .api import refit as refit_best
+        from .config import parse_set
+
+        preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=study)
+        out = refit_best(cfg, storage=storage, tracking_uri=tracking_uri,
+                         overrides=parse_set(set_) or None)
+        plan, result = out.plan, out.result
+        n_train = result.data_info.get("data.n_train")
+        typer.echo(f"refit        trial {plan.trial} of {plan.study}: {plan.epochs} epochs on "
+                   f"{n_train} training images (train + validation), final epoch kept")
+        for note in plan.notes:
+            typer.echo(f"note         {note}")
+        typer.echo(f"status       {result.status}" + (f" ({result.reason})" if result.reason else ""))
+        if result.history:
+            last = result.history[-1]
+            typer.echo(f"last epoch   {last['epoch']}: train_loss {last['train_loss']:.4f}  "
+                       f"train_acc {last['train_acc']:.4f}")
+        if result.test:
+            acc = result.test.get("test_acc")
+            err = f" (test error {100 * (1 - acc):.2f}%)" if acc is not None else ""
+            typer.echo("test         " + ", ".join(f"{k} {v:.4f}" for k, v in result.test.items())
+                       + err)
+        typer.echo(f"run          {out.run_id} ({plan.run_name}, nested under study run "
+                   f"{plan.parent_run_id}) in {out.tracking_uri}")
+        if result.state != "COMPLETE":
+            raise typer.Exit(1)
+
+    _guard(go)
+
+
+@app.command()
 def models(
     in_chans: Annotated[int, typer.Option("--in-chans", min=1)] = 3,
     num_classes: Annotated[int, typer.Option("--num-classes", min=2)] = 10,

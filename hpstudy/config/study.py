@@ -399,6 +399,9 @@ class StudyConfig(Strict):
             if self.train.early_stopping.enabled:
                 raise ValueError("data.val_split: 0 leaves no validation images for "
                                  "train.early_stopping to watch: turn it off")
+            if self.train.scheduler.name == "plateau":
+                raise ValueError("data.val_split: 0 leaves no validation loss for the plateau "
+                                 "scheduler to watch: pick another train.scheduler")
         return self
 
     # ------------------------------------------------------------ helpers
