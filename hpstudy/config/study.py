@@ -176,9 +176,6 @@ class SchedulerConfig(Strict):
     /5 at 50, is ``milestones: [40, 50], gammas: [0.5, 0.2]``), or sets it to
     explicit ``values`` (one more than milestones, the first being ``train.lr``:
     NiN on CIFAR is ``milestones: [200, 230], values: [0.025, 0.01, 0.001]``).
-    Like every key of another scheduler, they are ignored under another ``name``
-    (a study may search ``name`` over a table that holds several schedules), but
-    their lengths are always checked.
     """
 
     name: Literal[SCHEDULERS] = "constant"  # type: ignore[valid-type]
@@ -220,6 +217,9 @@ class SchedulerConfig(Strict):
         if self.gammas is not None and self.values is not None:
             raise ValueError("give either gammas (a factor per milestone) or values (an lr per "
                              "phase), not both")
+        if self.name != "multistep":
+            raise ValueError(f"gammas and values belong to the multistep scheduler, not "
+                             f"'{self.name}' (set name: multistep)")
         if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
             raise ValueError(f"milestones must increase with gammas or values (got "
                              f"{self.milestones})")
