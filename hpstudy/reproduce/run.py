@@ -45,7 +45,7 @@ from ..names import (
     TAG_STATE,
     TAG_STUDY,
 )
-from .cells import Cell, cell_config
+from .cells import Cell, cell_config, recipe_config
 
 WITHIN_POINTS = 0.5  # the bar: a reproduction within half a point of the paper
 KINDS = ("reproduction", "shortened", "modified", "smoke")
@@ -140,7 +140,7 @@ def plan_reproduction(cells: list[Cell], *, seeds: int = 1, epochs_scale: float 
             plan.configs[(cell.id, seed)] = cell_config(
                 cell, seed, folder=folder, epochs_scale=epochs_scale, smoke_root=smoke_root,
                 overrides=overrides)
-        plan.recipe_epochs[cell.id] = cell_config(cell, 0, folder=folder).train.max_epochs
+        plan.recipe_epochs[cell.id] = recipe_config(cell, folder).train.max_epochs
     return plan
 
 
