@@ -210,3 +210,15 @@ def test_fit_uses_the_weight_groups():
     n_kernels = sum(m.weight.numel() for m in result.module.net.modules()
                     if isinstance(m, nn.Linear))
     assert sum(p.numel() for p in groups[0]["params"]) == n_kernels
+
+
+@pytest.mark.parametrize("on", ["all", "weights"])
+def test_frozen_parameters_are_not_given_to_the_optimizer(on: str):
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net[0].weight.requires_grad_(False)
+    cfg = TrainConfig.model_validate({"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4,
+                                      "weight_decay_on": on})
+    opt = build_optimizer(optimizer_params(net, cfg), cfg)
+    given = [p for g in opt.param_groups for p in g["params"]]
+    assert all(p is not net[0].weight for p in given)
+    assert len(given) == sum(1 for p in net.parameters() if p.requires_grad)

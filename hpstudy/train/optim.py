@@ -109,7 +109,8 @@ def split_decay_params(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.P
 
 
 def optimizer_params(module: nn.Module, cfg: TrainConfig) -> list[Any]:
-    """What :func:`build_optimizer` gets: every parameter, or two groups by ``weight_decay_on``.
+    """What :func:`build_optimizer` gets: the trainable parameters, in two groups by
+    ``weight_decay_on``.
 
     ``weights``: the kernels decay with ``train.weight_decay``, the rest in a
     group with ``weight_decay: 0``. The thesis writes Keras's ``l2(λ)`` on
@@ -117,7 +118,7 @@ def optimizer_params(module: nn.Module, cfg: TrainConfig) -> list[Any]:
     ``weight_decay=wd`` adds ``wd·w``, so its study files use ``wd = 2λ``.
     """
     if cfg.weight_decay_on == "all" or cfg.weight_decay == 0:
-        return list(module.parameters())
+        return [p for p in module.parameters() if p.requires_grad]  # frozen ones never step
     decay, no_decay = split_decay_params(module)
     groups: list[dict[str, Any]] = [{"params": decay}]
     if no_decay:
