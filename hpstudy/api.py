@@ -25,6 +25,7 @@ from .config import StudyConfig, load_study, trial_params
 from .names import (
     ATTR_CHECKPOINT,
     ATTR_RUN_ID,
+    DEFAULT_REPORT_DIR,
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
     FAIL,
@@ -297,3 +298,107 @@ def write_ablation_dashboard(plan: Any, summary: Any) -> str | None:
         _log.warning("ablation report not written: %s: %s", type(e).__name__, e)
         return None
     return str(path)
+
+
+# ------------------------------------------------------------------ refits
+def refit(cfg: StudyConfig, *, storage: str | None = None, tracking_uri: str | None = None,
+          overrides: dict[str, Any] | None = None,
+          hooks: list[Callable[[dict[str, Any]], Any]] | None = None) -> Any:
+    """Retrain a study's best trial on train + validation and test it once: ``hpstudy refit``.
+
+    Args:
+        cfg: the study's config (its file, or the config stored with the study).
+        storage: Optuna storage URL (argument > study file > $HPSTUDY_STORAGE > default).
+        tracking_uri: MLflow URI (argument > study file > $MLFLOW_TRACKING_URI > default).
+        overrides: dotted keys for the refit's config (``{"data.root": "/data"}``).
+        hooks: extra epoch hooks (e.g. printing each epoch).
+
+    Returns:
+        The :class:`~hpstudy.search.refit.RefitOutcome` (plan, fit, MLflow run id).
+    """
+    from .data import check_dataset, data_root
+    from .search.refit import plan_refit, run_refit
+
+    url, uri = cfg.storage_url(storage), cfg.tracking_uri(tracking_uri)
+    plan = plan_refit(cfg, url, uri, overrides)
+    d = plan.config.data  # the data is there, before the refit's run is written
+    check_dataset(d.dataset, root=data_root(d.root), download=d.download, val_split=d.val_split,
+                  subset=d.subset, seed=d.seed, augmentation=d.augmentation, **d.options)
+    try:
+        return run_refit(plan, url, uri, hooks or [])
+    except Interrupted as e:
+        e.progress = f"run {plan.run_name} recorded KILLED"
+        raise
+
+
+# ------------------------------------------------------------------ thesis reproduction
+def reproduce(cells: list[str] | None = None, *, seeds: int = 1, epochs_scale: float = 1.0,
+              smoke: bool = False, train: bool = True, tracking_uri: str | None = None,
+              out_dir: str | Path = DEFAULT_REPORT_DIR, studies: str | Path | None = None,
+              overrides: dict[str, Any] | None = None, smoke_root: str | Path | None = None,
+              echo: Callable[[str], Any] | None = None) -> Any:
+    """Run thesis cells with their recipes and write the comparison: ``hpstudy reproduce``.
+
+    Args:
+        cells: cell ids or shell patterns (``nin-cifar10+``, ``'preact_resnet*'``); all by default.
+        seeds: seeds per cell (0..seeds-1); the table shows mean +- std over them.
+        epochs_scale: fraction of each recipe's epochs (and schedule); rows become ``shortened``.
+        smoke: train on generated files in the datasets' formats, a few batches per epoch
+            (rows are ``smoke``, never reproductions).
+        train: False only tabulates the runs already in the store.
+        tracking_uri: MLflow URI (argument > $MLFLOW_TRACKING_URI > default).
+        out_dir: dashboards folder: writes ``<out_dir>/reproduction/index.html`` and
+            ``results.csv``.
+        studies: the folder of the thesis study files and ``table_4_6.csv``.
+        overrides: dotted keys for every cell's config (``{"data.root": "/data"}``).
+        smoke_root: where the generated files go (default ``<data root>/hpstudy-smoke``).
+        echo: called with one progress line per run.
+
+    Returns:
+        The :class:`~hpstudy.reproduce.ReproductionSummary` (rows, paths, failures).
+    """
+    from .data import check_dataset, data_root
+    from .names import REPRODUCTION_DIR
+    from .report.reproduction import write_reproduction_report
+    from .reproduce import (
+        load_table,
+        plan_reproduction,
+        run_reproduction,
+        select_cells,
+        write_results_csv,
+        write_smoke_data,
+    )
+
+    chosen = select_cells(load_table(studies), cells)
+    root = None
+    if smoke:
+        root = Path(smoke_root) if smoke_root else Path(data_root(None)) / "hpstudy-smoke"
+        write_smoke_data(root, sorted({c.base_dataset for c in chosen}))
+    plan = plan_reproduction(chosen, seeds=seeds, epochs_scale=epochs_scale, smoke_root=root,
+                             folder=studies, overrides=overrides)
+    if train:  # every dataset is there before the first run is written
+        seen: set[str] = set()
+        for cfg in plan.configs.values():
+            d = cfg.data
+            key = repr(sorted(d.model_dump(mode="json").items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            check_dataset(d.dataset, root=data_root(d.root), download=d.download,
+                          val_split=d.val_split, subset=d.subset, seed=d.seed,
+                          augmentation=d.augmentation, **d.options)
+    uri = tracking_uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
+    summary = run_reproduction(plan, uri, train=train, echo=echo)
+    import pandas as pd
+
+    folder = Path(out_dir) / REPRODUCTION_DIR
+    summary.csv_path = str(write_results_csv(summary.rows, folder / "results.csv"))
+    overview = {"what": f"{len(plan.cells)} cell(s) x {len(plan.seeds)} seed(s), {plan.kind}",
+                "MLflow experiment": f"thesis-reproduction (id {summary.experiment_id})",
+                "tracking URI": summary.tracking_uri, "results CSV": summary.csv_path}
+    try:
+        summary.report_path = str(write_reproduction_report(
+            pd.DataFrame(summary.rows), out_dir, REPRODUCTION_DIR, overview=overview))
+    except Exception as e:  # noqa: BLE001 - the runs are recorded and the CSV written
+        _log.warning("reproduction page not written: %s: %s", type(e).__name__, e)
+    return summary

@@ -303,6 +303,116 @@ def ablate(
 
 
 @app.command()
+def refit(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key of the refit's config: --set data.root=/data "
+                                   "(repeatable)."),
+    ] = None,
+) -> None:
+    """Retrain the best trial's config on train + validation for the same number of epochs,
+    evaluate the test split once, and log it as its own MLflow run under the study's run."""
+
+    def go():
+        cfg, _, _ = _study_to_read(study, storage, tracking_uri)
+        from .api import preflight
+        from .api import refit as refit_best
+        from .config import parse_set
+
+        preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=study)
+        out = refit_best(cfg, storage=storage, tracking_uri=tracking_uri,
+                         overrides=parse_set(set_) or None)
+        plan, result = out.plan, out.result
+        n_train = result.data_info.get("data.n_train")
+        typer.echo(f"refit        trial {plan.trial} of {plan.study}: {plan.epochs} epochs on "
+                   f"{n_train} training images (train + validation), final epoch kept")
+        for note in plan.notes:
+            typer.echo(f"note         {note}")
+        typer.echo(f"status       {result.status}" + (f" ({result.reason})" if result.reason else ""))
+        if result.history:
+            last = result.history[-1]
+            typer.echo(f"last epoch   {last['epoch']}: train_loss {last['train_loss']:.4f}  "
+                       f"train_acc {last['train_acc']:.4f}")
+        if result.test:
+            acc = result.test.get("test_acc")
+            err = f" (test error {100 * (1 - acc):.2f}%)" if acc is not None else ""
+            typer.echo("test         " + ", ".join(f"{k} {v:.4f}" for k, v in result.test.items())
+                       + err)
+        typer.echo(f"run          {out.run_id} ({plan.run_name}, nested under study run "
+                   f"{plan.parent_run_id}) in {out.tracking_uri}")
+        if result.state != "COMPLETE":
+            raise typer.Exit(1)
+
+    _guard(go)
+
+
+@app.command()
+def reproduce(
+    cells: Annotated[list[str] | None, typer.Argument(
+        help="Cells of the thesis's Table 4.6 (nin-cifar10+, 'preact_resnet*', '*-svhn'); "
+             "all 36 by default.")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per cell (mean ± std).")] = 1,
+    epochs_scale: Annotated[float, typer.Option(
+        "--epochs-scale", help="Fraction of each recipe's epochs and schedule, in (0, 1].")] = 1.0,
+    smoke: Annotated[bool, typer.Option(
+        "--smoke", help="Generated data in the datasets' formats, a few batches per epoch "
+                        "(default --epochs-scale 0.02): tests the pipeline, reproduces nothing.")
+    ] = False,
+    no_train: Annotated[bool, typer.Option(
+        "--no-train", help="Only tabulate the runs already in the store.")] = False,
+    tracking_uri: TrackingOpt = None,
+    out: Annotated[str, typer.Option("--out", help="Dashboards folder.")] = "dashboards",
+    studies: Annotated[str | None, typer.Option(
+        "--studies", help="Folder of the thesis study files and table_4_6.csv "
+                          "(default studies/thesis).")] = None,
+    smoke_data: Annotated[str | None, typer.Option(
+        "--smoke-data", help="Where --smoke writes its files (default <data root>/hpstudy-smoke).")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a key of every cell's config: --set data.root=/data "
+                      "(repeatable).")] = None,
+) -> None:
+    """Run thesis cells with the thesis recipe and compare with the paper, side by side:
+    writes dashboards/reproduction/index.html and results.csv."""
+
+    def go():
+        from ._stores import check_tracking
+        from .api import reproduce as run_cells
+        from .config import parse_set
+        from .names import DEFAULT_TRACKING_URI, TRACKING_ENV
+        from .reproduce import format_table
+
+        uri = tracking_uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
+        check_tracking(uri, "--tracking-uri" if tracking_uri else f"tracking URI ({uri})")
+        scale = 0.02 if smoke and epochs_scale == 1.0 else epochs_scale
+        s = run_cells(cells or None, seeds=seeds, epochs_scale=scale, smoke=smoke,
+                      train=not no_train, tracking_uri=uri, out_dir=out, studies=studies,
+                      overrides=parse_set(set_) or None, smoke_root=smoke_data, echo=typer.echo)
+        typer.echo("")
+        typer.echo(format_table(s.rows))
+        typer.echo("")
+        if not no_train:
+            typer.echo(f"reproduce    {len(s.plan.runs())} run(s): {s.ran} run now, {s.resumed} "
+                       f"already finished, {len(s.failed)} failed, in {s.duration_s:.1f}s")
+        for line in s.failed:
+            typer.echo(f"failed       {line}")
+        typer.echo(f"mlflow       experiment thesis-reproduction (id {s.experiment_id}) in "
+                   f"{s.tracking_uri}   (open with: hpstudy ui)")
+        typer.echo(f"results      {s.csv_path}")
+        if s.report_path:
+            typer.echo(f"page         {s.report_path}")
+        if s.plan.kind != "reproduction":
+            typer.echo(f"note         {s.plan.kind} rows: not reproductions of the thesis")
+        if s.failed:
+            raise typer.Exit(1)
+
+    _guard(go)
+
+
+@app.command()
 def models(
     in_chans: Annotated[int, typer.Option("--in-chans", min=1)] = 3,
     num_classes: Annotated[int, typer.Option("--num-classes", min=2)] = 10,

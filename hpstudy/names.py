@@ -48,6 +48,8 @@ KIND_TRIAL = "trial"  # one Optuna trial
 KIND_TRAIN = "train"  # `hpstudy train`
 KIND_ABLATION = "ablation"  # one (cell, seed) of an ablation
 KIND_ABLATION_SUMMARY = "ablation_summary"  # an ablation's summary run
+KIND_REFIT = "refit"  # `hpstudy refit`: a study's best config on train + validation, tested once
+KIND_REPRODUCTION = "reproduction"  # `hpstudy reproduce`: one thesis cell x seed
 TAG_STATE = "hpstudy.state"  # COMPLETE / PRUNED / FAIL / KILLED (RUNNING while it runs)
 TAG_DIAGNOSIS = "hpstudy.diagnosis"  # the verdict
 TAG_DIAGNOSIS_REASON = "hpstudy.diagnosis_reason"  # one sentence with the numbers behind it
@@ -62,6 +64,11 @@ TAG_CELL_LABEL = "hpstudy.cell_label"
 TAG_SEED = "hpstudy.seed"
 TAG_CONFIG_HASH = "hpstudy.config_hash"
 TAG_FACTOR_PREFIX = "hpstudy.factor."
+TAG_REFIT_OF = "hpstudy.refit_of"  # refit run: the trial number it retrains
+TAG_SOURCE_RUN = "hpstudy.source_run_id"  # refit run: that trial's MLflow run
+TAG_REFIT_RUN = "hpstudy.refit_run_id"  # study run: its latest refit run
+TAG_SMOKE = "hpstudy.smoke"  # reproduction run: "true" for generated data and cut epochs
+TAG_EPOCHS_SCALE = "hpstudy.epochs_scale"  # reproduction run: fraction of the recipe's epochs
 
 # ------------------------------------------------------ Optuna user attrs
 ATTR_PARENT_RUN = "mlflow_parent_run_id"  # study: the study's parent MLflow run
@@ -76,6 +83,7 @@ ATTR_STATUS = "status"  # trial: how the fit ended (completed, early_stopped, pr
 ATTR_FAIL_REASON = "fail_reason"
 ATTR_CHECKPOINT = "checkpoint"  # trial: runs:/ URI of its kept weights
 ATTR_RETRY_OF = "retry_of"  # trial: the number of the lost trial it retries
+ATTR_REFIT_RUN = "refit_run_id"  # study: the MLflow run of its latest refit
 SYSATTR_OWNER = "hpstudy:owner"  # trial system attr: host, pid, start time of its process
 TRIAL_ATTRS = (ATTR_RUN_ID, ATTR_DIAGNOSIS, ATTR_BEST_EPOCH, ATTR_NUM_PARAMS, ATTR_STATUS,
                ATTR_FAIL_REASON)
@@ -89,3 +97,7 @@ def trial_run_name(number: int) -> str:
 # ------------------------------------------------------------------ ablations
 ABLATION_DESIGNS = ("one_at_a_time", "full_factorial")
 ABLATION_METRICS = ("best_val_acc", "best_val_loss", "test_acc", "test_loss")
+
+# ------------------------------------------------------------------ thesis reproduction
+REPRODUCTION_EXPERIMENT = "thesis-reproduction"  # MLflow experiment of `hpstudy reproduce`
+REPRODUCTION_DIR = "reproduction"  # dashboards/<this>/index.html and results.csv

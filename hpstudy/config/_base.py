@@ -114,7 +114,14 @@ def first_error(e: ValidationError) -> tuple[str, str]:
         msg = "unknown key"
     elif "input" in err and err.get("type") != "missing" and not isinstance(err["input"], dict):
         msg = f"{msg} (got {err['input']!r})"
-    return field_of(err), msg
+    field = field_of(err)
+    named = _NAMED_FIELD.match(msg)
+    if field == "(top level)" and named:  # a whole-study check that names its field first
+        field, msg = named.group(1), named.group(2)
+    return field, msg
+
+
+_NAMED_FIELD = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): (.+)$", re.DOTALL)
 
 
 def validate(model: type[BaseModel], raw: Any, source: str,

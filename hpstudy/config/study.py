@@ -15,6 +15,7 @@ anything is written to a store.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -188,12 +189,21 @@ class SchedulerConfig(Strict):
     """``train.scheduler:`` a name (shorthand) or a table.
 
     ``milestones`` below 1 are fractions of ``max_epochs`` (DenseNet's 50%/75%).
+    ``multistep`` multiplies the lr by ``gamma`` at every milestone, or by its
+    own factor with ``gammas`` (one per milestone: NiN on MNIST, lr/2 at 40 and
+    /5 at 50, is ``milestones: [40, 50], gammas: [0.5, 0.2]``), or sets it to
+    explicit ``values`` (one more than milestones, the first being ``train.lr``:
+    NiN on CIFAR is ``milestones: [200, 230], values: [0.025, 0.01, 0.001]``).
     """
 
     name: Literal[SCHEDULERS] = "constant"  # type: ignore[valid-type]
     step_size: int = Field(30, ge=1)  # step: epochs between decays
     gamma: float = Field(0.1, gt=0)  # step/multistep/exponential decay factor
     milestones: list[float] = Field(default_factory=list)  # multistep epochs (or fractions)
+    # multistep: one decay factor per milestone (instead of one gamma for all)
+    gammas: list[float] | None = None
+    # multistep: the lr of each phase, len(milestones) + 1 values (instead of factors)
+    values: list[float] | None = None
     eta_min: float = Field(0.0, ge=0)  # cosine floor
     pct_start: float = Field(0.3, gt=0, lt=1)  # onecycle warm-up fraction
     patience: int = Field(5, ge=0)  # plateau: epochs without improvement
@@ -203,6 +213,42 @@ class SchedulerConfig(Strict):
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("milestones")
+    @classmethod
+    def _positive_milestones(cls, v: list[float]) -> list[float]:
+        if any(m <= 0 for m in v):
+            raise ValueError("milestones are epochs (>= 1) or fractions of max_epochs (0 < m < 1)")
+        return v
+
+    @field_validator("gammas", "values")
+    @classmethod
+    def _positive(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not x > 0 for x in v):
+            raise ValueError("every entry must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _phases_match(self) -> SchedulerConfig:
+        if self.gammas is None and self.values is None:
+            return self
+        if self.gammas is not None and self.values is not None:
+            raise ValueError("give either gammas (a factor per milestone) or values (an lr per "
+                             "phase), not both")
+        if self.name != "multistep":
+            raise ValueError(f"gammas and values belong to the multistep scheduler, not "
+                             f"'{self.name}' (set name: multistep)")
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
+            raise ValueError(f"milestones must increase with gammas or values (got "
+                             f"{self.milestones})")
+        n = len(self.milestones)
+        if self.gammas is not None and len(self.gammas) != n:
+            raise ValueError(f"{len(self.gammas)} gammas for {n} milestones: give one decay "
+                             "factor per milestone")
+        if self.values is not None and len(self.values) != n + 1:
+            raise ValueError(f"{len(self.values)} values for {n} milestones: give the lr of "
+                             f"each phase, {n + 1} values (the first is train.lr)")
+        return self
 
 
 class EarlyStoppingConfig(Strict):
@@ -227,6 +273,9 @@ class TrainConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # momentum/nesterov/rmsprop
     weight_decay: float = Field(0.0, ge=0)  # L2 for SGD-family, decoupled for adamw
+    # which parameters decay: all, or the conv/linear kernels only (no biases, no
+    # normalization scales/shifts), as the thesis's equation and its Keras code
+    weight_decay_on: Literal["all", "weights"] = "all"
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -272,6 +321,14 @@ class TrainConfig(Strict):
         if isinstance(v, int) and v < 1:
             raise ValueError("must be at least 1 batch (or a fraction in (0, 1])")
         return v
+
+    @model_validator(mode="after")
+    def _values_start_at_lr(self) -> TrainConfig:
+        values = self.scheduler.values if self.scheduler.name == "multistep" else None
+        if values is not None and not math.isclose(values[0], self.lr, rel_tol=1e-9):
+            raise ValueError(f"scheduler.values starts at {values[0]:g} but train.lr is "
+                             f"{self.lr:g}: the first value is the starting lr; make them equal")
+        return self
 
     @field_validator("devices")
     @classmethod
@@ -373,6 +430,9 @@ class StudyConfig(Strict):
             if self.train.early_stopping.enabled:
                 raise ValueError("data.val_split: 0 leaves no validation images for "
                                  "train.early_stopping to watch: turn it off")
+            if self.train.scheduler.name == "plateau":
+                raise ValueError("data.val_split: 0 leaves no validation loss for the plateau "
+                                 "scheduler to watch: pick another train.scheduler")
         return self
 
     # ------------------------------------------------------------ helpers

@@ -202,7 +202,8 @@ def init_weights(model: nn.Module, scheme: str = "he_normal", std: float = 0.05)
 # Layers whose ``weight`` is a kernel: dim 0 indexes the output units, the
 # other dims hold each unit's incoming weights. (Transposed convs keep
 # in_channels first and are not used by any hpstudy model.)
-_KERNEL_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_KERNEL_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                  nn.ConvTranspose3d)
 
 
 @torch.no_grad()

@@ -232,6 +232,10 @@ def plan_ablation(raw: dict[str, Any], source: str = "<ablation>",
         for fname, level in c.levels.items():
             ov.update(spec.factors[fname].overrides(level))
         configs[c.id] = apply_overrides(base.to_dict(), ov, source=f"{source}: cell {c.id}")
+        if configs[c.id].data.val_split == 0 and spec.metric.startswith("best_val"):
+            raise ConfigError(source, "metric", f"{spec.metric} needs validation images, and "
+                                                f"cell {c.id} has data.val_split: 0; compare "
+                                                "test_acc (with train.evaluate_test: true)")
     return AblationPlan(spec, source, design, base, cells, configs)
 
 

@@ -22,7 +22,7 @@ from .fit import (
     fit,
 )
 from .module import ClassifierModule
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, optimizer_params, split_decay_params
 
 __all__ = [
     "HISTORY_KEYS",
@@ -42,8 +42,10 @@ __all__ = [
     "fit",
     "gpu_count",
     "needs_process",
+    "optimizer_params",
     "read_checkpoint",
     "release_memory",
     "run_in_child",
     "save_checkpoint",
+    "split_decay_params",
 ]

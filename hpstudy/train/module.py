@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..config import ModelConfig, TrainConfig
 from ..models import count_params, create_model, init_weights
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, optimizer_params
 from .regularize import kernels, l1_penalty, max_norm_
 from .transfer import apply_finetune
 
@@ -147,9 +147,8 @@ class ClassifierModule(pl.LightningModule):
         self.log_dict(self._epoch_metrics("test"), sync_dist=False)
 
     def configure_optimizers(self):
-        # only what trains (train.finetune freezes the rest)
-        opt = build_optimizer([p for p in self.net.parameters() if p.requires_grad],
-                              self.train_cfg)
+        # only what trains (train.finetune freezes the rest), decayed per weight_decay_on
+        opt = build_optimizer(optimizer_params(self.net, self.train_cfg), self.train_cfg)
         steps = self.trainer.estimated_stepping_batches // max(1, self.train_cfg.max_epochs)
         sched = build_scheduler(opt, self.train_cfg, steps_per_epoch=max(1, int(steps)))
         if sched is None:
