@@ -106,6 +106,11 @@ def run_config(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float 
     from .search import run_parallel, run_study
 
     start = time.perf_counter()
+    if progress:
+        from .search.progress import header
+
+        for line in header(cfg, n_trials, storage, tracking_uri):
+            print(line, flush=True)
     kwargs: dict[str, Any] = dict(n_trials=n_trials, timeout=timeout, storage=storage,
                                   tracking_uri=tracking_uri, progress=progress)
     n_workers = workers or cfg.search.workers

@@ -65,6 +65,7 @@ ATTR_RUN_ID = "mlflow_run_id"  # trial: its MLflow run
 ATTR_DIAGNOSIS = "diagnosis"  # trial: the verdict
 ATTR_DIAGNOSIS_DETAIL = "diagnosis_detail"  # trial: verdict, reason, evidence, advice
 ATTR_BEST_EPOCH = "best_epoch"  # trial: the epoch of the study metric's best value
+ATTR_EPOCHS = "epochs"  # trial: epochs it trained (pruned and early-stopped trials ran fewer)
 ATTR_NUM_PARAMS = "num_params"
 ATTR_STATUS = "status"  # trial: how the fit ended (completed, early_stopped, pruned, diverged)
 ATTR_FAIL_REASON = "fail_reason"

@@ -111,6 +111,8 @@ def open_study(cfg: StudyConfig, storage: str | optuna.storages.BaseStorage) -> 
         direction=cfg.direction,
         load_if_exists=True,
     )
+    if study.metric_names is None:  # optuna-dashboard then says val_acc, not "Objective 0"
+        study.set_metric_names([cfg.search.metric])
     space = resolve_space(cfg.search.space)
     _space.check_resumable(study, space, f"study '{cfg.name}'")
     done = len(study.get_trials(deepcopy=False))
@@ -189,6 +191,7 @@ class StudySummary:
     report_path: str | None = None
     duration_s: float = 0.0
     registered_model: str | None = None  # models:/<study>-best/<version>
+    best_test: dict[str, float] = field(default_factory=dict)  # test_acc... of the best trial
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -216,6 +219,8 @@ def study_summary(session: StudySession) -> StudySummary:
     summary.best_params = dict(best.params)
     summary.best_trial = best.number
     summary.best_run_id = best.user_attrs.get("mlflow_run_id")
+    summary.best_test = {k: float(v) for k, v in best.user_attrs.items()
+                         if k.startswith("test_") and isinstance(v, int | float)}
     return summary
 
 
@@ -283,6 +288,7 @@ def run_study(
     n = n_trials if n_trials is not None else cfg.search.n_trials
     t = timeout if timeout is not None else cfg.search.timeout
     bar = Progress(n, cfg.search.metric, enabled=progress)
+    bar.start(session)
     before = {tr.number for tr in session.study.get_trials(deepcopy=False)}
     error: BaseException | None = None
     try:

@@ -109,7 +109,7 @@ def experiment_url(target: StudyTarget, base: str) -> str:
     return runs_url(base, exp.experiment_id, target.metric, target.direction)
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         # as uvicorn binds: connections of a server that just stopped (TIME_WAIT) are no conflict
@@ -121,19 +121,20 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float, what: str = "mlflow server"
+                ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise UIError(f"mlflow server exited with code {proc.returncode} while starting")
+            raise UIError(f"{what} exited with code {proc.returncode} while starting")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.25)
-    raise UIError(f"mlflow server did not answer {url}/health within {timeout:.0f}s")
+    raise UIError(f"{what} did not answer {url} within {timeout:.0f}s")
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 15.0) -> int:
@@ -143,6 +144,40 @@ def stop_server(proc: subprocess.Popen, timeout: float = 15.0) -> int:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def serve_foreground(cmd: list[str], probe_url: str, ready_message: str, *,
+                     env: dict[str, str] | None = None, ready_timeout: float = 180.0,
+                     what: str = "mlflow server", stopped: str = "MLflow UI stopped",
+                     say: Callable[[str], None]) -> int:
+    """Run a web server in its own process group until Ctrl-C or SIGTERM.
+
+    Prints ``ready_message`` once ``probe_url`` answers 200.
+
+    Returns:
+        0 after Ctrl-C or SIGTERM stopped the server, else the server's exit code.
+
+    Raises:
+        UIError: the server exited or hung while starting.
+    """
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = _in_main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        _wait_ready(probe_url, proc, ready_timeout, what)
+        say(ready_message)
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop_server(proc)
+        say(stopped)
+        return 0
+    finally:
+        if proc.poll() is None:
+            stop_server(proc)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def serve_ui(study: str | None = None, tracking_uri: str | None = None,
@@ -171,7 +206,7 @@ def serve_ui(study: str | None = None, tracking_uri: str | None = None,
         say(f"{target.tracking_uri} is a tracking server: its UI is already there\n"
             f"  {experiment_url(target, base)}")
         return 0
-    if not _port_free(host, port):
+    if not port_free(host, port):
         raise UIError(f"port {port} on {host} is in use; pick another with --port")
     uri = prepare_local_uri(target.tracking_uri)
     wildcard = host in ("0.0.0.0", "::")
@@ -182,25 +217,10 @@ def serve_ui(study: str | None = None, tracking_uri: str | None = None,
         say(f"warning: the MLflow UI has no login; anyone who reaches {host}:{port} can read "
             "and delete runs")
     env = {**os.environ, **{k: v for k, v in _SERVER_ENV.items() if k not in os.environ}}
-    proc = subprocess.Popen(ui_command(uri, host, port), env=env, start_new_session=True)
-    previous = signal.getsignal(signal.SIGTERM)
-    in_main = _in_main_thread()
-    if in_main:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        probe = "127.0.0.1" if wildcard or host in LOOPBACK else host
-        _wait_ready(f"http://{_url_host(probe)}:{port}", proc, ready_timeout)
-        say(f"MLflow UI on {uri}\n  {url}\n(Ctrl-C to stop)")
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop_server(proc)
-        say("MLflow UI stopped")
-        return 0
-    finally:
-        if proc.poll() is None:
-            stop_server(proc)
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    probe = "127.0.0.1" if wildcard or host in LOOPBACK else host
+    return serve_foreground(ui_command(uri, host, port), f"http://{_url_host(probe)}:{port}/health",
+                            f"MLflow UI on {uri}\n  {url}\n(Ctrl-C to stop)", env=env,
+                            ready_timeout=ready_timeout, say=say)
 
 
 def _url_host(host: str) -> str:
