@@ -26,7 +26,7 @@ from ..track import Tracker
 from . import space as _space
 from .objective import Objective
 from .progress import Progress
-from .storage import get_storage, recover_dead_trials, session_storage
+from .storage import get_storage, quiet_experimental, recover_dead_trials, session_storage
 
 _log = logging.getLogger("hpstudy")
 
@@ -112,7 +112,8 @@ def open_study(cfg: StudyConfig, storage: str | optuna.storages.BaseStorage) -> 
         load_if_exists=True,
     )
     if study.metric_names is None:  # optuna-dashboard then says val_acc, not "Objective 0"
-        study.set_metric_names([cfg.search.metric])
+        with quiet_experimental():
+            study.set_metric_names([cfg.search.metric])
     space = resolve_space(cfg.search.space)
     _space.check_resumable(study, space, f"study '{cfg.name}'")
     done = len(study.get_trials(deepcopy=False))
