@@ -51,6 +51,7 @@ TAG_FAIL_REASON = "hpstudy.fail_reason"  # why a run failed or was stopped
 TAG_STUDY = "optuna.study_name"
 TAG_TRIAL_NUMBER = "optuna.trial_number"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own nesting tag
+TAG_NOTE = "mlflow.note.content"  # the run's description: why a trial was pruned or failed
 TAG_ABLATION = "hpstudy.ablation"
 TAG_CELL = "hpstudy.cell"
 TAG_CELL_LABEL = "hpstudy.cell_label"

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from .._proc import Interrupted, interruption
 from ..config import ConfigError, StudyConfig, resolve_space, trial_params
-from ..names import ATTR_CONFIG, ATTR_FAIL_REASON, ATTR_PARENT_RUN, KILLED
+from ..names import ATTR_CONFIG, ATTR_FAIL_REASON, ATTR_PARENT_RUN, KILLED, TAG_NOTE
 from ..track import Tracker
 from . import space as _space
 from .objective import Objective
@@ -231,8 +231,13 @@ def close_study(session: StudySession, status: str, **extra: float) -> StudySumm
     c = summary.counts
     finals = {"n_trials": c["total"], "n_complete": c["complete"], "n_pruned": c["pruned"],
               "n_failed": c["failed"], **extra}
+    note = (f"study: {c['total']} trials, {c['complete']} complete, {c['pruned']} pruned, "
+            f"{c['failed']} failed")
     if summary.best_value is not None:
         finals.update(best_value=summary.best_value, best_trial_number=summary.best_trial)
+        note += (f"; best {session.cfg.search.metric} {summary.best_value:.4f} "
+                 f"(trial {summary.best_trial})")
+    session.tracker.set_tags(session.parent_run_id, {TAG_NOTE: note})
     session.tracker.finish_study(session.parent_run_id, finals, status=status)
     return summary
 

@@ -35,8 +35,10 @@ from ..names import (
     METRIC_BEST_VAL_ACC,
     METRIC_BEST_VAL_LOSS,
     PARAM_NUM_PARAMS,
+    PRUNED,
     TAG_DIAGNOSIS,
     TAG_FAIL_REASON,
+    TAG_NOTE,
 )
 from .tracker import Tracker, history_csv
 
@@ -114,6 +116,14 @@ class TrackedRun:
             attrs[ATTR_DIAGNOSIS_DETAIL] = diag
         if state == FAIL:
             all_tags[TAG_FAIL_REASON] = result.failure or result.reason or "failed"
+            all_tags.setdefault(TAG_NOTE, f"FAILED: {all_tags[TAG_FAIL_REASON]}")
+        elif state == PRUNED:  # the status stays FINISHED: the description says why it stopped
+            all_tags.setdefault(TAG_NOTE, f"PRUNED after epoch {len(result.history)}"
+                                + (f", {diag['verdict']}" if diag else ""))
+        elif state == COMPLETE and result.best_epoch is not None:
+            metric = cfg.search.metric
+            all_tags.setdefault(TAG_NOTE, f"COMPLETE {metric} {result.best[metric]:.4f} at epoch "
+                                f"{result.best_epoch}" + (f", {diag['verdict']}" if diag else ""))
         self.end(state, all_tags)
         return attrs
 
@@ -134,7 +144,7 @@ class TrackedRun:
             except Exception:  # noqa: BLE001 - the state below matters more
                 pass
             state = KILLED if interruption(exc) is not None else FAIL
-            self.end(state, {TAG_FAIL_REASON: reason})
+            self.end(state, {TAG_FAIL_REASON: reason, TAG_NOTE: f"{state}: {reason}"})
         return reason
 
 
