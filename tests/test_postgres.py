@@ -31,8 +31,9 @@ from hpstudy.search import connect
 pytestmark = [pytest.mark.dist, skip_without_postgres()]  # under CI: fail, with the reason
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _postgres_here() -> None:
+    """Before any server starts: skip, or under CI fail, when PostgreSQL is absent."""
     reason = postgres_skip_reason()
     if reason:
         service_unavailable(reason)

@@ -2,13 +2,17 @@
 
 ``serve_ui`` resolves the store (flag > study file > ``$MLFLOW_TRACKING_URI``
 > ``sqlite:///mlruns/mlflow.db``), starts ``mlflow server`` on it in its own
-process group, waits until ``/health`` answers, prints the URL of the study's
-runs and, on Ctrl-C (or SIGTERM), stops the whole group and returns 0.
+process group (uvicorn's access log off), waits until ``/health`` answers,
+prints the URLs of the study's runs and, on Ctrl-C (or SIGTERM), stops the
+whole group and returns 0.
 
-The printed URL opens the study's experiment on its runs, sorted by the
-objective (``best_val_acc`` descending for ``val_acc``): with a sort other than
-by start time the MLflow UI lists nested runs flat, so every trial is a row
-to compare, best first, with the study's parent run alongside.
+The URLs open two views saved on the study's experiment (:func:`study_views`):
+the study run with its trials nested under it (sorted by start time, the only
+order in which MLflow nests), and the trials alone, best first; both with the
+columns that matter (description, best objective, test accuracy, searched
+hyperparameters, state, diagnosis) and the study's optimization history as the
+first chart. :func:`serve_foreground` runs any such web server (``hpstudy
+dashboard`` uses it for optuna-dashboard).
 
 A study that tracks to an MLflow server (``http://...``) is not served again:
 its URL on that server is printed instead.
