@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hpstudy-installed
 
-.PHONY: install demo test test-all lint clean
+.PHONY: install chromium demo test test-all lint clean
 
 install: $(STAMP)
 
@@ -19,11 +19,27 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/hpstudy run studies/quickstart.yaml
 
-test: install
-	$(BIN)/python -m pytest
+# PYTEST_ARGS: more pytest arguments (.ci/run passes --durations=25)
+test: install chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-all: install
-	$(BIN)/python -m pytest -m ""
+test-all: install chromium
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+# Debian's chromium for the browser tests, installed quietly when it is missing and this
+# machine allows it (root and apt-get); otherwise say so (those tests then skip, or fail
+# under CI=true with the reason).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+	      echo "warning: apt-get install chromium failed; browser tests cannot run"; \
+	  else \
+	    echo "note: chromium is missing and installing it needs root and apt-get; browser tests cannot run"; \
+	  fi; }
 
 lint: install
 	$(BIN)/ruff check hpstudy tests benchmarks

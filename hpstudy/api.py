@@ -7,7 +7,8 @@ draw its report (:mod:`hpstudy.report`). ``hpstudy run`` / ``train`` /
 command line does::
 
     import hpstudy
-    summary = hpstudy.run("studies/quickstart.yaml", n_trials=4, overrides={"train.max_epochs": 5})
+    summary = hpstudy.run("studies/quickstart.yaml", n_trials=4, max_epochs=5)
+    study = hpstudy.load("quickstart")        # trials, per-epoch history, best, model()
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .names import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
     FAIL,
+    HISTORY_KEYS,
     KIND_TRAIN,
     STORAGE_ENV,
     TAG_KIND,
@@ -76,8 +78,12 @@ def preflight(cfg: StudyConfig, *, storage: str | None = None, tracking_uri: str
 def run(study: str | Path | StudyConfig, *, overrides: dict[str, Any] | None = None,
         n_trials: int | None = None, timeout: float | None = None, workers: int | None = None,
         storage: str | None = None, tracking_uri: str | None = None, progress: bool = False,
-        report: bool | None = None) -> Any:
+        report: bool | None = None, **config: Any) -> Any:
     """Create or resume a study, run its trials, register the best model, write the report.
+
+    ``hpstudy.run("studies/quickstart.yaml", n_trials=4, lr=0.01, max_epochs=5)``:
+    keywords other than the options below are config overrides by alias (``lr``,
+    ``batch_size``, ``max_epochs``, ``dropout``...); dotted keys go in ``overrides``.
 
     Args:
         study: a study file or a :class:`~hpstudy.config.StudyConfig`.
@@ -90,10 +96,16 @@ def run(study: str | Path | StudyConfig, *, overrides: dict[str, Any] | None = N
         tracking_uri: MLflow URI (argument > study file > $MLFLOW_TRACKING_URI > default).
         progress: show the progress bar and one line per trial.
         report: write the dashboard (default ``report.enabled``).
+        **config: more overrides by alias (``lr=0.01``); they win over ``overrides``.
 
     Returns:
         The :class:`~hpstudy.search.StudySummary`.
+
+    Raises:
+        ConfigError: a bad study file or override (the field is named), before
+            anything is written.
     """
+    overrides = {**(overrides or {}), **config} or None
     if isinstance(study, StudyConfig):
         cfg = study.with_overrides(overrides) if overrides else study
     else:
@@ -112,6 +124,11 @@ def run_config(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float 
     from .search import run_parallel, run_study
 
     start = time.perf_counter()
+    if progress:
+        from .search.progress import header
+
+        for line in header(cfg, n_trials, storage, tracking_uri):
+            print(line, flush=True)
     kwargs: dict[str, Any] = dict(n_trials=n_trials, timeout=timeout, storage=storage,
                                   tracking_uri=tracking_uri, progress=progress)
     n_workers = workers or cfg.search.workers
@@ -402,3 +419,331 @@ def reproduce(cells: list[str] | None = None, *, seeds: int = 1, epochs_scale: f
     except Exception as e:  # noqa: BLE001 - the runs are recorded and the CSV written
         _log.warning("reproduction page not written: %s: %s", type(e).__name__, e)
     return summary
+
+
+# ------------------------------------------------------------------ reading back
+# A study's trials as columns a notebook wants first; the hyperparameters follow
+# ``value``, the rest keeps the order below.
+TRIAL_COLUMNS = ("number", "state", "value")
+TRIAL_TAIL = ("verdict", "test_acc", "test_loss", "epochs", "best_epoch", "duration_s",
+              "num_params", "run_id", "fail_reason")
+
+
+@dataclass
+class StudyResults:
+    """A study read back from its stores (:func:`load`).
+
+    Attributes:
+        name: the study name.
+        trials: one row per trial: ``number``, ``state``, ``value``, every
+            hyperparameter (dotted names, the values the trial trained with),
+            ``verdict`` (the diagnosis), ``test_acc``/``test_loss`` (when
+            evaluated), ``epochs`` (trained), ``best_epoch``, ``duration_s``,
+            ``num_params``, ``run_id`` (its MLflow run), ``fail_reason``.
+        history: per-epoch records of every trial, long format: ``trial``,
+            ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
+            ``lr``, ``epoch_time_s``.
+        params: the hyperparameter columns of ``trials``.
+        direction: ``maximize`` or ``minimize``.
+        storage: the Optuna storage URL it was read from.
+        tracking_uri: the MLflow store it was read from.
+        study: the :class:`optuna.Study` (for Optuna's own plots).
+        parent_run_id: the study's MLflow run.
+    """
+
+    name: str
+    trials: Any  # pandas.DataFrame
+    history: Any  # pandas.DataFrame
+    params: list[str]
+    direction: str
+    storage: str
+    tracking_uri: str
+    study: Any = None
+    parent_run_id: str | None = None
+
+    @property
+    def best(self) -> Any:
+        """The best COMPLETE trial's row of :attr:`trials` (a pandas Series), or None."""
+        done = self.trials[self.trials["state"] == "COMPLETE"].dropna(subset=["value"])
+        if done.empty:
+            return None
+        i = done["value"].idxmax() if self.direction == "maximize" else done["value"].idxmin()
+        return done.loc[i]
+
+    def model(self, trial: int | None = None) -> Any:
+        """A trained network on the CPU in eval mode, its weights loaded with ``weights_only=True``.
+
+        Args:
+            trial: a trial number whose run kept a checkpoint (every trial with
+                ``tracking.log_checkpoints: true``); default: the registered
+                best model ``<study>-best`` (its latest version), else the best
+                trial's checkpoint.
+
+        Returns:
+            The ``torch.nn.Module``; it takes normalized images ``(N, C, S, S)``.
+
+        Raises:
+            LookupError: no registered model and no checkpoint for that trial.
+        """
+        from .track import Tracker
+        from .track.registry import best_model_name, build_network, latest_version, load_checkpoint
+
+        run_id = None
+        if trial is None:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            try:
+                version = latest_version(_ClientHolder(client), best_model_name(self.name))
+            except Exception:  # noqa: BLE001 - no registry (or no model) is "not registered"
+                version = None
+            run_id = version.run_id if version is not None else None
+            best = self.best
+            if run_id is None and best is not None:
+                trial = int(best["number"])
+        if run_id is None:
+            rows = self.trials[self.trials["number"] == trial]
+            run_id = rows["run_id"].iloc[0] if len(rows) else None
+        if not isinstance(run_id, str) or not run_id:
+            raise LookupError(f"study '{self.name}': no registered model and no run with a "
+                              f"checkpoint for trial {trial}")
+        try:
+            ckpt = load_checkpoint(Tracker.for_run(self.tracking_uri, run_id), run_id)
+        except Exception as e:  # noqa: BLE001 - MLflow raises several kinds for a missing file
+            raise LookupError(f"study '{self.name}': run {run_id} kept no checkpoint "
+                              f"(tracking.log_checkpoints keeps one per trial): {e}") from None
+        return build_network(ckpt)
+
+
+@dataclass
+class _ClientHolder:
+    """What :func:`~hpstudy.track.registry.latest_version` needs of a tracker: its client."""
+
+    client: Any
+
+
+@dataclass
+class AblationResults:
+    """An ablation read back from MLflow (:func:`load`).
+
+    Attributes:
+        name: the ablation name.
+        trials: one row per (cell, seed) run: ``cell``, ``seed``, ``state``,
+            ``value`` (the ablation's metric), ``verdict``, ``run_id``,
+            ``fail_reason``...
+        history: per-epoch records, long format, with ``run_id``, ``cell``, ``seed``.
+        metric: the compared metric (``best_val_acc``...).
+        stats: cell means with 95% intervals, effects and interactions
+            (:class:`~hpstudy.analyze.AblationStats`) when loaded from the
+            ablation file (the design lives there); None when loaded by name.
+        tracking_uri: the MLflow store it was read from.
+    """
+
+    name: str
+    trials: Any
+    history: Any
+    metric: str
+    tracking_uri: str
+    stats: Any = None
+
+    @property
+    def best(self) -> Any:
+        """The best COMPLETE run's row of :attr:`trials`, or None."""
+        done = self.trials[self.trials["state"] == "COMPLETE"].dropna(subset=["value"])
+        if done.empty:
+            return None
+        higher = not self.metric.endswith("loss")
+        return done.loc[done["value"].idxmax() if higher else done["value"].idxmin()]
+
+    def model(self, trial: int | None = None) -> Any:
+        """Ablation runs keep no model (they answer "does it help?", not "which is best?")."""
+        raise LookupError(f"ablation '{self.name}' keeps no models; train the cell you want "
+                          "with `hpstudy train`")
+
+
+@dataclass
+class StagedResults:
+    """A study run in stages (``<study>/1-...``, ``<study>/2-...``), read back stage by stage.
+
+    ``trials`` and ``history`` concatenate the stages' frames with a ``stage``
+    column; ``best`` and ``model()`` are the last stage's.
+    """
+
+    name: str
+    stages: dict[str, StudyResults]
+
+    @property
+    def trials(self) -> Any:
+        return _concat_stages({k: v.trials for k, v in self.stages.items()})
+
+    @property
+    def history(self) -> Any:
+        return _concat_stages({k: v.history for k, v in self.stages.items()})
+
+    @property
+    def last(self) -> StudyResults:
+        return self.stages[list(self.stages)[-1]]
+
+    @property
+    def best(self) -> Any:
+        return self.last.best
+
+    def model(self, trial: int | None = None) -> Any:
+        return self.last.model(trial)
+
+
+def _concat_stages(frames: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    parts = [f.assign(stage=stage)[["stage", *f.columns]] for stage, f in frames.items()]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def load(study: str | Path | StudyConfig, storage: str | None = None,
+         tracking_uri: str | None = None) -> StudyResults | AblationResults | StagedResults:
+    """Read a study back: its trials, their per-epoch history, the best trial and its model.
+
+    One call instead of joining ``optuna.load_study`` and ``mlflow.search_runs``::
+
+        study = hpstudy.load("quickstart")      # or "studies/quickstart.yaml"
+        study.trials.sort_values("value").tail()
+        study.history[study.history.trial == study.best.number].plot(x="epoch", y="val_acc")
+        net = study.model()                     # the registered best model
+
+    Args:
+        study: a study file, a :class:`~hpstudy.config.StudyConfig`, an ablation
+            file, or a name: a study in the Optuna storage, an ablation in the
+            MLflow store, or the prefix of a staged study's stages
+            (``<study>/1-...``).
+        storage: Optuna storage URL (argument > study file > $HPSTUDY_STORAGE > default).
+        tracking_uri: MLflow URI (argument > study file > $MLFLOW_TRACKING_URI > default).
+
+    Returns:
+        :class:`StudyResults`, :class:`AblationResults` or :class:`StagedResults`,
+        all with ``.trials``, ``.history``, ``.best`` and ``.model()``.
+
+    Raises:
+        StudyNotFoundError: nothing of that name in the stores (a KeyError).
+        ConfigError: a study file that is not valid.
+    """
+    from .analyze import StudyNotFoundError
+
+    if isinstance(study, StudyConfig):
+        return _load_study(study.name, study.storage_url(storage), study.tracking_uri(tracking_uri))
+    text = str(study)
+    if Path(text).is_file() or text.endswith((".yaml", ".yml")):
+        from .config import read_ablation
+
+        if "factors" in (read_ablation(text) or {}):
+            return _load_ablation_file(text, tracking_uri)
+        cfg = load_study(text)
+        return _load_study(cfg.name, cfg.storage_url(storage), cfg.tracking_uri(tracking_uri))
+    url = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    uri = tracking_uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
+    try:
+        return _load_study(text, url, uri)
+    except StudyNotFoundError as missing:
+        stages = _stage_names(text, url)
+        if stages:
+            return StagedResults(text, {s.removeprefix(text + "/"): _load_study(s, url, uri)
+                                        for s in stages})
+        found = _load_ablation_by_name(text, uri)
+        if found is not None:
+            return found
+        raise StudyNotFoundError(f"{missing}; no staged study '{text}/...' there either, and no "
+                                 f"ablation '{text}' in {uri}") from None
+
+
+def _load_study(name: str, storage: str, tracking_uri: str) -> StudyResults:
+    import pandas as pd
+
+    from .analyze import collect
+    from .search import get_storage
+
+    data = collect(name, get_storage(storage), tracking_uri)
+    t = data.trials.rename(columns={"diagnosis": "verdict", "mlflow_run_id": "run_id"})
+    by_number = {tr.number: tr for tr in data.study.get_trials(deepcopy=False)}
+    attrs = [by_number[int(n)].user_attrs for n in t["number"]]
+    for key in ("test_acc", "test_loss"):
+        t[key] = [a.get(key) for a in attrs]
+    epochs = data.histories.groupby("trial")["epoch"].max() if len(data.histories) else {}
+    t["epochs"] = [a.get("epochs", epochs.get(int(n)) if len(epochs) else None)
+                   for a, n in zip(attrs, t["number"], strict=True)]
+    t = t.drop(columns=[c for c in ("status", "num_classes") if c in t.columns])
+    head = [*TRIAL_COLUMNS, *data.param_names]
+    tail = [c for c in TRIAL_TAIL if c in t.columns]
+    t = t[[*head, *tail, *[c for c in t.columns if c not in head and c not in tail]]]
+    t = t.astype({"epochs": "Int64", "best_epoch": "Int64"}).reset_index(drop=True)
+    history = data.histories.reset_index(drop=True) if len(data.histories) else pd.DataFrame(
+        columns=["trial", *HISTORY_KEYS])
+    return StudyResults(name, t, history, list(data.param_names), data.direction, storage,
+                        tracking_uri, data.study, data.parent_run_id)
+
+
+def _stage_names(prefix: str, storage: str) -> list[str]:
+    """Names of the studies ``<prefix>/<stage>`` in the storage, in stage order."""
+    import optuna
+
+    from .search import get_storage
+
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(get_storage(storage),
+                                                                      include_best_trial=False)]
+    except Exception:  # noqa: BLE001 - an unreadable storage has no stages
+        return []
+    return sorted(n for n in names if n.startswith(prefix + "/"))
+
+
+def _ablation_results(name: str, data: Any, metric: str, tracking_uri: str,
+                      stats: Any = None) -> AblationResults:
+    runs = data.runs.rename(columns={"diagnosis": "verdict", "reason": "fail_reason"})
+    return AblationResults(name, runs.reset_index(drop=True),
+                           data.histories.reset_index(drop=True), metric, tracking_uri, stats)
+
+
+def _load_ablation_file(path: str, tracking_uri: str | None) -> AblationResults:
+    from mlflow import MlflowClient
+
+    from .analyze import StudyNotFoundError, analyze_ablation, collect_ablation
+    from .search import load_ablation
+
+    plan = load_ablation(path)
+    uri = plan.tracking_uri(tracking_uri)
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(plan.experiment)
+    if exp is None:
+        raise StudyNotFoundError(f"no experiment '{plan.experiment}' in {uri}: run "
+                                 f"`hpstudy ablate {path}` first")
+    data = collect_ablation(uri, exp.experiment_id, plan.name, plan.spec.metric)
+    stats = analyze_ablation(data.runs, plan.design, plan.spec.metric) if len(data.runs) else None
+    return _ablation_results(plan.name, data, plan.spec.metric, uri, stats)
+
+
+def _load_ablation_by_name(name: str, tracking_uri: str) -> AblationResults | None:
+    """An ablation found by its summary run (tags ``hpstudy.ablation``, metric, design)."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from .analyze import Design, analyze_ablation, collect_ablation
+    from .names import KIND_ABLATION_SUMMARY, TAG_ABLATION
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        runs = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            filter_string=f"tags.`{TAG_KIND}` = '{KIND_ABLATION_SUMMARY}' and "
+                          f"tags.`{TAG_ABLATION}` = '{name}'", max_results=1)
+    except Exception:  # noqa: BLE001 - an empty or unreadable store has no ablation
+        return None
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    metric = tags.get("hpstudy.metric") or "best_val_acc"
+    data = collect_ablation(tracking_uri, runs[0].info.experiment_id, name, metric)
+    stats = None
+    if tags.get("hpstudy.design") and len(data.runs):
+        d = json.loads(tags["hpstudy.design"])
+        design = Design(d["kind"], {k: tuple(v) for k, v in d["factors"].items()},
+                        d["baseline"], d["full"])
+        stats = analyze_ablation(data.runs, design, metric)
+    return _ablation_results(name, data, metric, tracking_uri, stats)

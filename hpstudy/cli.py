@@ -16,26 +16,92 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+
+
+class _Group(TyperGroup):
+    """Typer's group, with ``-h/--help`` shown as a flag (no ``<bool>``) on every verb."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag(super().get_help_option(ctx))
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            _flag(cmd.get_help_option(ctx))
+        return cmd
+
+
+def _flag(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""
+    return option
+
 
 app = typer.Typer(
+    cls=_Group,
     name="hpstudy",
     help="Hyperparameter studies on image classifiers (Optuna + Lightning + MLflow + Plotly).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-StudyArg = Annotated[str, typer.Argument(help="Study file (YAML) or, where noted, a study name.")]
+# STUDY arguments: `run` and `train` need the file (its data and search space);
+# verbs that read a study also take its name, whose config is kept in the storage.
+StudyFileArg = Annotated[str, typer.Argument(metavar="STUDY.yaml", help="Study file (YAML).")]
+StudyArg = Annotated[
+    str, typer.Argument(metavar="STUDY", help="Study file (YAML) or study name (its config is "
+                                              "kept in the Optuna storage).")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config key: --set train.lr=0.01 (repeatable)."),
+    typer.Option("--set", metavar="KEY=VALUE",
+                 help="Override a config key: --set train.lr=0.01 (repeatable; dotted keys or "
+                      "aliases lr, batch_size, max_epochs...)."),
 ]
 StorageOpt = Annotated[
-    str | None, typer.Option("--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db).")
+    str | None, typer.Option("--storage", metavar="URL",
+                             help="Optuna storage URL (default sqlite:///mlruns/optuna.db, "
+                                  "or $HPSTUDY_STORAGE).")
 ]
 TrackingOpt = Annotated[
-    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlruns/mlflow.db).")
+    str | None, typer.Option("--tracking-uri", metavar="URI",
+                             help="MLflow tracking URI (default sqlite:///mlruns/mlflow.db, "
+                                  "or $MLFLOW_TRACKING_URI).")
 ]
+NTrialsOpt = Annotated[int | None, typer.Option("--n-trials", metavar="N", min=1,
+                                                help="Trials to run now (default: the study "
+                                                     "file's search.n_trials).")]
+TimeoutOpt = Annotated[float | None, typer.Option("--timeout", metavar="SECONDS", min=0,
+                                                  help="No new trial starts after this many "
+                                                       "seconds.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="",
+                                        help="No progress bar (the per-trial lines and the "
+                                             "summary are still printed).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"hpstudy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", metavar="", callback=_version,
+                                          is_eager=True, help="Print the version and exit.")]
+    = False,
+) -> None:
+    """Hyperparameter studies on image classifiers (Optuna + Lightning + MLflow + Plotly)."""
+
+
+def _say(message: str) -> None:
+    """A status line on stderr, flushed at once (stdout may be a pipe that buffers)."""
+    typer.echo(message, err=True)
+    sys.stderr.flush()
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -51,9 +117,6 @@ def _guard(fn: Callable[[], Any], trap: bool = True) -> Any:
     one line says what finished and how to resume.
     """
     from ._proc import Interrupted, trap_signals
-    from .config import ConfigError
-    from .data import DatasetError
-    from .models import UnknownModelError
 
     try:
         if not trap:
@@ -66,12 +129,28 @@ def _guard(fn: Callable[[], Any], trap: bool = True) -> Any:
         stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
         typer.echo(_interrupted_line(stop), err=True)
         raise typer.Exit(stop.exit_code) from None
-    except (ConfigError, DatasetError, UnknownModelError) as e:
-        _fail(str(e), 2)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        if _bad_input(e):
+            _fail(str(e), 2)
         if os.environ.get("HPSTUDY_DEBUG"):
             traceback.print_exc()
         _fail(f"{type(e).__name__}: {e}", 1)
+
+
+def _bad_input(e: Exception) -> bool:
+    """A bad study file, flag, data set or model name (exit 2).
+
+    The error classes are looked up only once something failed: importing
+    ``hpstudy.data`` and ``hpstudy.models`` imports torch (seconds), and the
+    first line of a command must not wait for that.
+    """
+    from .config import ConfigError
+
+    kinds: list[type] = [ConfigError]
+    for module, name in (("hpstudy.data", "DatasetError"), ("hpstudy.models", "UnknownModelError")):
+        if module in sys.modules:  # such an error can only come from a module that was imported
+            kinds.append(getattr(sys.modules[module], name))
+    return isinstance(e, tuple(kinds))
 
 
 def _interrupted_line(stop: Any) -> str:
@@ -142,6 +221,9 @@ def resolve_study(study: str, overrides: list[str] | None, storage: str | None):
 
 
 def _print_summary(s) -> None:
+    """The end of a study: counts, the best trial (params one per line, its test scores), stores."""
+    from .search.progress import safe_url
+
     c = s.counts
     typer.echo("")
     typer.echo(f"study        {s.study_name}: {c['total']} trials ({c['complete']} complete, "
@@ -152,14 +234,17 @@ def _print_summary(s) -> None:
         verdict = f", {s.best_verdict}" if s.best_verdict else ""
         typer.echo(f"best value   {s.best_value:.4f} (trial {s.best_trial}{verdict}{ties})")
         if s.best_test:
-            typer.echo("best test    " + ", ".join(f"{k} {v:.4f}" for k, v in s.best_test.items()))
-        typer.echo("best params  " + ", ".join(f"{k}={_fmt(v)}" for k, v in s.best_params.items()))
+            typer.echo("best test    " + ", ".join(f"{k} {v:.4f}" for k, v in s.best_test.items())
+                       + " (at its selected epoch)")
+        pad = max((len(k) for k in s.best_params), default=0)
+        for i, (k, v) in enumerate(s.best_params.items()):
+            typer.echo(f"{'best params' if i == 0 else '':13s}{k:{pad}s}  {_fmt(v)}")
         typer.echo(f"best run     {s.best_run_id}")
     else:
         typer.echo("best value   none (no trial completed)")
     typer.echo(f"study run    {s.parent_run_id} (experiment {s.experiment_id})")
-    typer.echo(f"optuna       {s.storage}")
-    typer.echo(f"mlflow       {s.tracking_uri}   (open with: hpstudy ui)")
+    typer.echo(f"optuna       {safe_url(s.storage)}")
+    typer.echo(f"mlflow       {safe_url(s.tracking_uri)}   (open with: hpstudy ui)")
     if s.registered_model:
         typer.echo(f"best model   {s.registered_model}")
     if s.report_path:
@@ -172,19 +257,26 @@ def _fmt(v: Any) -> str:
 
 @app.command()
 def run(
-    study: StudyArg,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Trials to run now.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", min=0, help="Seconds before no new trial starts.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Trials in parallel (processes).")] = None,
+    study: StudyFileArg,
+    n_trials: NTrialsOpt = None,
+    timeout: TimeoutOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", metavar="N", min=1,
+        help="Trials in parallel on this machine, one process each (default: search.workers).")
+    ] = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     set_: SetOpt = None,
-    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the dashboard at the end.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", metavar="",
+                                            help="Skip the dashboard at the end.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Create or resume a study and run its trials; ends with the best trial."""
+    """Create or resume the study of a study file and run its trials; ends with the best trial."""
 
     def go():
+        # the first line comes before torch, Lightning and MLflow are imported (seconds)
+        typer.echo(f"loading      {study} (torch, Lightning, MLflow) ...")
+        sys.stdout.flush()
         cfg = load_checked(study, set_)
         from .api import preflight, run_config
 
@@ -202,20 +294,33 @@ def worker(
     study: StudyArg,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Trials this worker runs.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", min=0)] = None,
+    n_trials: Annotated[int | None, typer.Option(
+        "--n-trials", metavar="N", min=1,
+        help="Trials this worker runs (default: until the study's search.n_trials are done "
+             "here).")] = None,
+    timeout: TimeoutOpt = None,
     set_: SetOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Join a running study from another process or machine (shared storage)."""
+    """Join a running study from another process or machine; STUDY may be its name.
+
+    With a name, the study's config is read from the storage, so another
+    machine needs only --storage (and --tracking-uri for a shared MLflow).
+    """
 
     def go():
+        typer.echo(f"loading      {study} ...")
+        sys.stdout.flush()
         cfg = resolve_study(study, set_, storage)
         from .api import preflight
         from .search import run_study
         from .search.parallel import with_worker_seed
 
         preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=study)
+        from .search.progress import header
+
+        for line in header(cfg, n_trials, storage, tracking_uri):
+            typer.echo(line)
         # a seed of its own: workers sharing the study's seed would propose the same trials
         summary = run_study(with_worker_seed(cfg), n_trials=n_trials, timeout=timeout,
                             storage=storage, tracking_uri=tracking_uri, progress=not quiet)
@@ -226,13 +331,15 @@ def worker(
 
 @app.command()
 def train(
-    study: StudyArg,
+    study: StudyFileArg,
     set_: SetOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """One run with fixed hyperparameters (the study file's values plus --set)."""
+    """One run with fixed hyperparameters: the study file's values plus --set (no search)."""
 
     def go():
+        typer.echo(f"loading      {study} ...")
+        sys.stdout.flush()
         cfg = load_checked(study, set_)
         from .api import preflight
         from .api import train as train_once
@@ -263,19 +370,28 @@ def train(
 
 @app.command()
 def ablate(
-    ablation: Annotated[str, typer.Argument(help="Ablation file (YAML), e.g. studies/ablations/quick_digits.yaml.")],
+    ablation: Annotated[str, typer.Argument(
+        metavar="ABLATION.yaml",
+        help="Ablation file (YAML), e.g. studies/ablations/quick_digits.yaml.")],
     tracking_uri: TrackingOpt = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a base-config key for every cell (--set train.max_epochs=2), "
+        typer.Option("--set", metavar="KEY=VALUE",
+                     help="Override a base-config key for every cell (--set train.max_epochs=2), "
                                    "or the ablation's seeds/design/metric (--set seeds=[0,1]); repeatable."),
     ] = None,
-    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the ablation report.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", metavar="",
+                                            help="Skip the ablation report.")] = False,
 ) -> None:
-    """Train every cell x seed of an ablation (finished ones are kept), then print cell
-    means with 95% CIs, effects and interactions, and write the report."""
+    """Train every cell x seed of an ablation, then print its statistics and write its report.
+
+    Finished runs are kept (a rerun trains only what is missing); the printout
+    gives cell means with 95% CIs, effects and interactions.
+    """
 
     def go():
+        typer.echo(f"loading      {ablation} ...")
+        sys.stdout.flush()
         from ._stores import check_tracking
         from .analyze.ablation import format_ablation
         from .api import ablate as run_ablation
@@ -414,12 +530,17 @@ def reproduce(
 
 @app.command()
 def models(
-    in_chans: Annotated[int, typer.Option("--in-chans", min=1)] = 3,
-    num_classes: Annotated[int, typer.Option("--num-classes", min=2)] = 10,
-    input_size: Annotated[int | None, typer.Option("--input-size", min=1, help="Default: each model's native size.")] = None,
-    pattern: Annotated[str | None, typer.Argument(help="Shell pattern, e.g. 'preact*'.")] = None,
+    in_chans: Annotated[int, typer.Option("--in-chans", metavar="C", min=1,
+                                          help="Input channels the counts are for.")] = 3,
+    num_classes: Annotated[int, typer.Option("--num-classes", metavar="K", min=2,
+                                             help="Classes the counts are for.")] = 10,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", metavar="S", min=1,
+        help="Image side in pixels (default: each model's native size).")] = None,
+    pattern: Annotated[str | None, typer.Argument(
+        metavar="PATTERN", help="Shell pattern of model names, e.g. 'preact*'.")] = None,
 ) -> None:
-    """The model registry with parameter counts."""
+    """The model registry with parameter counts, in natural order (resnet20 before resnet110)."""
 
     def go():
         from .models import models_table
@@ -432,11 +553,18 @@ def models(
         if not rows:
             _fail(f"no model matches '{pattern}'", 2)
         typer.echo(f"{'name':22s} {'family':14s} {'params':>12s} {'native':>6s} {'min':>4s}  description")
-        for r in rows:
+        for r in sorted(rows, key=lambda r: natural_key(r["name"])):
             typer.echo(f"{r['name']:22s} {r['family']:14s} {r['params']:>12,d} "
                        f"{r['native_size']:>6d} {r['min_size']:>4d}  {r['description']}")
 
     _guard(go)
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders digits by value: ``resnet20`` before ``resnet110``."""
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 def _study_to_read(study: str, storage: str | None, tracking_uri: str | None):
@@ -474,7 +602,8 @@ def _thresholds(items: list[str] | None) -> dict[str, Any]:
 
 ThresholdOpt = Annotated[
     list[str] | None,
-    typer.Option("--threshold", help="Override a diagnosis threshold: --threshold fit_acc=0.6 "
+    typer.Option("--threshold", metavar="NAME=VALUE",
+                 help="Override a diagnosis threshold: --threshold fit_acc=0.6 "
                                      "(repeatable; see hpstudy.analyze.Thresholds)."),
 ]
 
@@ -506,9 +635,13 @@ def report(
     study: StudyArg,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
-    out: Annotated[str | None, typer.Option("--out", help="Dashboards folder (default: the study's report.dir).")] = None,
-    top: Annotated[int, typer.Option("--top", min=1, help="Best trials that get learning curves.")] = 3,
-    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log the report to the study's MLflow run.")] = False,
+    out: Annotated[str | None, typer.Option(
+        "--out", metavar="DIR", help="Dashboards folder (default: the study's report.dir).")] = None,
+    top: Annotated[int, typer.Option("--top", metavar="K", min=1,
+                                     help="Best trials that get learning curves.")] = 3,
+    no_log: Annotated[bool, typer.Option("--no-log", metavar="",
+                                         help="Do not log the report to the study's MLflow "
+                                              "run.")] = False,
 ) -> None:
     """Write the study's dashboard, <report.dir>/<study>/index.html (self-contained, offline)."""
 
@@ -579,10 +712,14 @@ def doctor(
     study: StudyArg,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
-    fix: Annotated[bool, typer.Option("--fix", help="Repair what can be repaired.")] = False,
+    fix: Annotated[bool, typer.Option("--fix", metavar="",
+                                      help="Repair what can be repaired.")] = False,
 ) -> None:
-    """Check that the Optuna study and its MLflow runs agree (one run per trial, states,
-    no RUNNING leftovers, no orphans, the study run's counts); --fix repairs them."""
+    """Check that the Optuna study and its MLflow runs agree; --fix repairs them.
+
+    One run per trial, the same states, no RUNNING leftovers, no orphans, the
+    study run's counts.
+    """
 
     def go():
         cfg, url, uri = _study_to_read(study, storage, tracking_uri)
@@ -608,10 +745,15 @@ def doctor(
 
 @app.command()
 def ui(
-    study: Annotated[str | None, typer.Argument(help="Study file or name (for its experiment URL).")] = None,
+    study: Annotated[str | None, typer.Argument(
+        metavar="STUDY",
+        help="Study file or name: its runs' URL is printed (default: every experiment).")] = None,
     tracking_uri: TrackingOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Bind address; 127.0.0.1 keeps it local.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 5000,
+    host: Annotated[str, typer.Option("--host", metavar="HOST",
+                                      help="Bind address; 127.0.0.1 keeps it local (the UI has "
+                                           "no login).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535,
+                                      help="TCP port.")] = 5000,
 ) -> None:
     """Start the MLflow UI on the project's store and print the study's URL (Ctrl-C stops it)."""
 
@@ -626,6 +768,46 @@ def ui(
             raise typer.Exit(code)
 
     _guard(go, trap=False)  # serve_ui stops its server on SIGINT, SIGTERM and SIGHUP itself
+
+
+@app.command()
+def dashboard(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option("--host", metavar="HOST",
+                                      help="Bind address; 127.0.0.1 keeps it local (the "
+                                           "dashboard has no login).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535,
+                                      help="TCP port.")] = 8080,
+) -> None:
+    """Start optuna-dashboard on the study's storage (live) and print its URL (Ctrl-C stops it).
+
+    optuna-dashboard is optional: pip install optuna-dashboard.
+    """
+
+    def go():
+        from .config import load_study
+        from .search.dashboard import DashboardMissing, serve_dashboard
+        from .track.ui import UIError
+
+        if Path(study).is_file() or study.endswith((".yaml", ".yml")):
+            cfg = load_study(study)  # reading a study needs no data
+            name, url = cfg.name, cfg.storage_url(storage)
+        else:  # a name: the study must be in the storage
+            from .config import DEFAULT_STORAGE
+
+            name = study
+            url = storage or os.environ.get("HPSTUDY_STORAGE") or DEFAULT_STORAGE
+        try:
+            code = serve_dashboard(name, url, host=host, port=port)
+        except DashboardMissing as e:
+            _fail(str(e), 2)
+        except UIError as e:
+            _fail(str(e), 1)
+        if code:
+            raise typer.Exit(code)
+
+    _guard(go, trap=False)  # the server is stopped on SIGINT, SIGTERM and SIGHUP by serve_dashboard
 
 
 _ARGV: list[str] = []  # the command line, for the resume hint of an interrupted command
@@ -653,8 +835,7 @@ def main(argv: list[str] | None = None) -> None:
     except usage_error as e:
         ctx = getattr(e, "ctx", None)
         if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `hpstudy` alone
-            typer.echo(ctx.get_help())
-            code = 0
+            code = 0  # typer has printed the help already
         else:  # a bad flag or argument: one line, like every bad input
             verb = f"hpstudy {ctx.info_name}" if ctx is not None and ctx.parent else "hpstudy"
             typer.echo(f"error: {verb}: {e.format_message()} (see {verb} --help)", err=True)

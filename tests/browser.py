@@ -29,8 +29,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking")
+# what this kind of machine needs (no sandbox as root; without the networking flags
+# Chromium tries, and fails, to reach Google's hosts at every start)
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _CONSOLE = re.compile(r':CONSOLE[:(]\d*\)?\] "(?P<msg>.*)", source: (?P<src>.*?) \((?P<line>\d+)\)')
 _ERRORS_ATTR = "data-probe-errors"
@@ -91,6 +93,20 @@ def ensure_chromium(install: bool = True, timeout_s: float = 900) -> tuple[str |
         tail = (out.stderr or out.stdout or "").strip().splitlines()[-1:] or ["no output"]
         return None, f"apt-get install chromium failed: {tail[0]}"
     return path, ""
+
+
+def need_chromium() -> str:
+    """Chromium's path for a test (installed with apt-get when missing and possible).
+
+    Skips the test when there is none; under CI (``$CI`` set) fails it with the
+    reason instead, so that a CI run cannot pass by skipping browser tests.
+    """
+    from servers import service_unavailable
+
+    path, why = ensure_chromium()
+    if path is None:
+        service_unavailable(f"headless Chromium unavailable: {why}")
+    return path
 
 
 class _PlotCounter(HTMLParser):
@@ -213,8 +229,10 @@ def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.
         probe_path = path.with_name(f".{path.stem}.probe-{uuid.uuid4().hex[:8]}.html")
         probe_path.write_text(text[:at] + _PROBE + text[at:], encoding="utf-8")
         dom_url = probe_path.as_uri()
+    w, h = window_size
+    size = f"--window-size={w},{h}"  # the DOM of the same viewport (grids render what is in view)
     try:
-        dom_run = _run(chromium, [budget, "--dump-dom"], dom_url, timeout_s)
+        dom_run = _run(chromium, [budget, size, "--dump-dom"], dom_url, timeout_s)
     finally:
         if probe_path is not None:
             probe_path.unlink(missing_ok=True)
@@ -222,8 +240,7 @@ def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.
     out = Path(out_png).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    w, h = window_size
-    shot_run = _run(chromium, [budget, "--hide-scrollbars", f"--window-size={w},{h}",
+    shot_run = _run(chromium, [budget, "--hide-scrollbars", size,
                                f"--screenshot={out}"], url, timeout_s)
 
     counter = _PlotCounter()

@@ -6,7 +6,8 @@ Both are the real components (no mocks). They bind to 127.0.0.1 only.
 waits for ``/health`` and stops the whole group afterwards (the server forks
 uvicorn workers). ``postgres_url`` creates a database named
 ``hpstudy_test_<random>`` on this machine's PostgreSQL and drops it afterwards;
-when PostgreSQL is unreachable it skips the test with the reason.
+when PostgreSQL is unreachable it skips the test with the reason, or, when
+``$CI`` is set, fails it with the reason (CI must not pass by skipping).
 
 Environment: ``HPSTUDY_TEST_PG`` overrides the admin URL
 (default ``postgresql://postgres@127.0.0.1:5432/test``).
@@ -14,6 +15,7 @@ Environment: ``HPSTUDY_TEST_PG`` overrides the admin URL
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -26,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -112,6 +115,26 @@ def start_mlflow_server(
         log.close()
 
 
+def under_ci() -> bool:
+    """``$CI`` is set (``true``, ``1``...): a missing service must fail its tests, not skip them."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def service_unavailable(reason: str) -> NoReturn:
+    """Skip the test for ``reason``; under CI fail it instead, saying why (CI cannot skip)."""
+    if under_ci():
+        pytest.fail(f"{reason} (CI is set: tests that need it fail rather than skip)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def skip_without_postgres(prefix: str = "") -> pytest.MarkDecorator:
+    """A mark that skips when PostgreSQL is absent, except under CI (where the test fails)."""
+    reason = postgres_skip_reason()
+    return pytest.mark.skipif(reason is not None and not under_ci(), reason=f"{prefix}{reason}")
+
+
+@functools.lru_cache(maxsize=4)
 def postgres_skip_reason(admin_url: str = PG_ADMIN_URL) -> str | None:
     """Why PostgreSQL tests cannot run here (None when they can)."""
     try:
@@ -169,7 +192,7 @@ def postgres_url(tmp_db: bool = True, admin_url: str = PG_ADMIN_URL) -> Iterator
     """
     reason = postgres_skip_reason(admin_url)
     if reason:
-        pytest.skip(reason)
+        service_unavailable(reason)
     if not tmp_db:
         yield _with_driver(admin_url)
         return

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -23,15 +25,45 @@ def hpstudy(*args: str, cwd: Path, env: dict[str, str] | None = None,
 
 
 def test_run_prints_summary_and_uses_default_stores(tmp_path: Path, write_study):
-    path = write_study(tiny_study("clirun"))
-    proc = hpstudy("run", str(path), "--n-trials", "2", "--set", "train.max_epochs=1",
-                   cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    raw = tiny_study("clirun", train={"evaluate_test": True})
+    path = write_study(raw)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "80"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("HPSTUDY_STORAGE", None)
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "hpstudy", "run", str(path), "--n-trials", "2",
+                             "--set", "train.max_epochs=1"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    first_s = time.perf_counter() - start
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    # a first line before torch, Lightning and MLflow are imported (seconds)
+    assert first.startswith("loading      ") and str(path) in first
+    assert first_s < 3.0, f"first line after {first_s:.2f}s"  # about 0.5 s on an idle machine
+    out = first + rest
+    lines = out.splitlines()
+    assert lines[1] == "study        clirun: 2 trials to run, maximize val_acc"
+    assert lines[2] == "optuna       sqlite:///mlruns/optuna.db"
+    assert lines[3].startswith("mlflow       sqlite:///mlruns/mlflow.db, experiment clirun")
+    trial_lines = [line for line in lines if line.startswith("trial ")]
+    assert len(trial_lines) == 2
+    for line in trial_lines:  # state, value, verdict, epochs, duration
+        assert re.match(r"trial +\d+ COMPLETE +val_acc 0\.\d{4} +\w+ +1 epochs +\d+\.\ds$",
+                        line), line
     assert "study        clirun: 2 trials (2 complete" in out
-    assert "best value" in out and "best params  train.lr=" in out
-    assert "best run" in out
+    assert "best value" in out and "best run" in out
+    assert re.search(r"^best test    test_acc 0\.\d{4}, test_loss", out, flags=re.M)
+    # the best params one per line, aligned: no line wraps inside a value
+    params = [line for line in lines if line.startswith(("best params", " " * 13))]
+    assert [p.split()[-2] for p in params] == ["train.lr", "data.batch_size", "model.drop_rate"]
     assert "sqlite:///mlruns/optuna.db" in out and "sqlite:///mlruns/mlflow.db" in out
+    # an 80-column terminal: no line of ours and no state of the bar is wider
+    bar_states = [s for s in re.split(r"[\r\n]", err) if "|" in s]
+    assert bar_states and bar_states[-1].startswith("2/2 |")
+    assert re.search(r"2 complete 0 pruned 0 failed best 0\.\d{4}$", bar_states[-1]), bar_states
+    too_wide = [s for s in [*lines[1:], *bar_states] if len(s) > 80]  # [0] holds the path
+    assert not too_wide, too_wide
     # the documented default stores, relative to the working directory
     assert (tmp_path / "mlruns" / "optuna.db").exists()
     assert (tmp_path / "mlruns" / "mlflow.db").exists()
@@ -39,7 +71,6 @@ def test_run_prints_summary_and_uses_default_stores(tmp_path: Path, write_study)
     study = optuna.load_study(study_name="clirun", storage="sqlite:///" + str(
         tmp_path / "mlruns" / "optuna.db"))
     assert len(study.trials) == 2
-    assert "trials" in proc.stderr  # the progress bar
 
 
 def test_environment_overrides_default_stores(tmp_path: Path, write_study, monkeypatch,
@@ -129,3 +160,52 @@ def test_help_and_usage_errors(tmp_path: Path, monkeypatch, capsys):
     assert cli("--help", monkeypatch=monkeypatch, cwd=tmp_path, capsys=capsys)[0] == 0
     # a missing argument is a usage error: exit 2
     assert cli("run", monkeypatch=monkeypatch, cwd=tmp_path, capsys=capsys)[0] == 2
+
+
+def test_version_and_short_help(tmp_path: Path, monkeypatch, capsys):
+    from hpstudy import __version__
+
+    code, out, _ = cli("--version", monkeypatch=monkeypatch, cwd=tmp_path, capsys=capsys)
+    assert code == 0 and out.strip() == f"hpstudy {__version__}"
+    code, out, _ = cli("run", "-h", monkeypatch=monkeypatch, cwd=tmp_path, capsys=capsys)
+    assert code == 0 and "STUDY.yaml" in out and "--n-trials" in out
+
+
+def test_every_option_has_help_and_a_meaningful_metavar(tmp_path: Path, monkeypatch, capsys):
+    import typer
+
+    from hpstudy.cli import app
+
+    group = typer.main.get_command(app)
+    verbs = sorted(group.commands)
+    assert {"run", "worker", "train", "ablate", "models", "ui", "dashboard"} <= set(verbs)
+    for verb in verbs:
+        for param in group.commands[verb].params:
+            if param.param_type_name != "option":
+                continue
+            assert param.help, f"hpstudy {verb} {param.opts[0]} has no help text"
+            flag = getattr(param, "is_flag", False)
+            assert param.metavar == "" if flag else (param.metavar or "").isupper() or \
+                "=" in (param.metavar or ""), f"hpstudy {verb} {param.opts[0]}: {param.metavar!r}"
+        monkeypatch.setenv("COLUMNS", "200")
+        code, out, _ = cli(verb, "--help", monkeypatch=monkeypatch, cwd=tmp_path, capsys=capsys)
+        assert code == 0, verb
+        for bad in ("<bool>", "<list[", "<int", "<float", "{study}", "<str> "):
+            options = out[out.index("Options"):]
+            assert bad not in options, f"hpstudy {verb} --help shows {bad}:\n{options}"
+
+
+def test_help_says_which_verbs_take_a_study_name(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    for verb, takes_name in [("run", False), ("train", False), ("worker", True),
+                             ("report", True), ("diagnose", True), ("dashboard", True)]:
+        _, out, _ = cli(verb, "--help", monkeypatch=monkeypatch, cwd=tmp_path, capsys=capsys)
+        assert ("study name" in out) == takes_name, f"hpstudy {verb}:\n{out}"
+
+
+def test_models_sorts_names_naturally():
+    from hpstudy.cli import natural_key
+
+    names = ["preact_resnet110", "preact_resnet20", "preact_resnet164", "preact_resnet56", "nin"]
+    assert sorted(names, key=natural_key) == ["nin", "preact_resnet20", "preact_resnet56",
+                                              "preact_resnet110", "preact_resnet164"]

@@ -16,17 +16,27 @@ import pytest
 from conftest import tiny_study
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from servers import postgres_skip_reason, postgres_url, start_mlflow_server
+from servers import (
+    postgres_skip_reason,
+    postgres_url,
+    service_unavailable,
+    skip_without_postgres,
+    start_mlflow_server,
+)
 from test_scale import REPO, hpstudy_cmd, killed_worker_is_retried
 
 from hpstudy.config import from_dict
 from hpstudy.search import connect
 
-pytestmark = [
-    pytest.mark.dist,
-    pytest.mark.skipif(postgres_skip_reason() is not None,
-                       reason=str(postgres_skip_reason())),
-]
+pytestmark = [pytest.mark.dist, skip_without_postgres()]  # under CI: fail, with the reason
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _postgres_here() -> None:
+    """Before any server starts: skip, or under CI fail, when PostgreSQL is absent."""
+    reason = postgres_skip_reason()
+    if reason:
+        service_unavailable(reason)
 
 
 @pytest.fixture(scope="module")

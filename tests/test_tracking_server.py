@@ -27,7 +27,7 @@ import torch
 import yaml
 from conftest import tiny_study
 from mlflow import MlflowClient
-from servers import postgres_skip_reason, postgres_url, start_mlflow_server
+from servers import postgres_url, skip_without_postgres, start_mlflow_server
 
 from hpstudy.api import run_config as run_study  # study + registration + report
 from hpstudy.config import from_dict
@@ -90,8 +90,7 @@ def val_correct(model: torch.nn.Module, cfg_yaml: str) -> tuple[int, int]:
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=[
         pytest.mark.dist,
-        pytest.mark.skipif(postgres_skip_reason() is not None,
-                           reason=f"PostgreSQL backend: {postgres_skip_reason()}"),
+        skip_without_postgres("PostgreSQL backend: "),  # under CI: fails with the reason
     ]),
 ])
 def mlflow_server(request: pytest.FixtureRequest, tmp_path: Path,

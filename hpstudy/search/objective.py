@@ -14,6 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import TrialState
 
 from .._proc import interruption
 from ..config import resolve_space, trial_params
@@ -53,11 +54,13 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
-            return self._run(trial)
+            value = self._run(trial)
         except optuna.TrialPruned:
+            self._log_history(trial.number, None, "n_pruned")
             raise
         except Exception as e:
             trial.set_user_attr(ATTR_FAIL_REASON, failure_reason(e))
+            self._log_history(trial.number, None, "n_failed")
             raise  # Optuna records FAIL (the study catches Exception) and goes on
         except BaseException as e:
             stop = interruption(e)
@@ -70,6 +73,40 @@ class Objective:
             raise stop from None
         finally:
             release_memory()
+        self._log_history(trial.number, value, "n_complete")
+        return value
+
+    def _log_history(self, number: int, value: float | None, counter: str) -> None:
+        """The optimization history on the study run: step = trial number (one call per trial).
+
+        ``best_value`` is the best objective so far and ``best_trial_number``
+        its trial, ``trial_value`` this trial's value (COMPLETE trials), and
+        ``n_complete``/``n_pruned``/``n_failed`` the counts so far (this trial
+        counted under ``counter``), so the MLflow UI's chart view draws the
+        study's history as lines rather than single points.
+        """
+        s = self.session
+        trials = s.study.get_trials(deepcopy=False)
+        counts = {"n_complete": TrialState.COMPLETE, "n_pruned": TrialState.PRUNED,
+                  "n_failed": TrialState.FAIL}
+        metrics: dict[str, float] = {k: sum(t.state == st for t in trials) + (k == counter)
+                                     for k, st in counts.items()}
+        best, best_number = None, None
+        for t in trials:  # COMPLETE trials other than this one
+            if t.state == TrialState.COMPLETE and t.value is not None and (
+                    best is None or _better(s.study, t.value, best)):
+                best, best_number = t.value, t.number
+        if value is not None and math.isfinite(value):
+            metrics["trial_value"] = value
+            if best is None or _better(s.study, value, best):
+                best, best_number = value, number
+        if best is not None:
+            metrics["best_value"] = best
+            metrics["best_trial_number"] = best_number
+        try:
+            s.tracker.log_metrics(s.parent_run_id, metrics, step=number)
+        except Exception as e:  # noqa: BLE001 - a lost chart point must not fail the trial
+            _log.warning("trial %d: history not logged on the study run: %s", number, e)
 
     def _run(self, trial: optuna.Trial) -> float:
         s, n = self.session, trial.number
@@ -160,6 +197,10 @@ def _improves(study: optuna.Study, value: float) -> bool:
         best = study.best_value
     except ValueError:
         return math.isfinite(value)
+    return _better(study, value, best)
+
+
+def _better(study: optuna.Study, value: float, best: float) -> bool:
     if study.direction == optuna.study.StudyDirection.MAXIMIZE:
         return value > best
     return value < best

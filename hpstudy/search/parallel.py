@@ -289,6 +289,7 @@ def run_parallel(
     seen = {t.number for t in study.get_trials(deepcopy=False, states=_FINISHED)}
     before = {t.number for t in study.get_trials(deepcopy=False)}
     bar = Progress(n, cfg.search.metric, enabled=progress)
+    bar.start(session)
     pool = _Workers(specs, envs)
     error: BaseException | None = None
     grace = 0.0

@@ -28,12 +28,13 @@ from ..names import (
     ATTR_PARENT_RUN,
     ATTR_RUN_ID,
     KILLED,
+    TAG_NOTE,
 )
 from ..track import Tracker
 from . import space as _space
 from .objective import Objective
 from .progress import Progress
-from .storage import get_storage, recover_dead_trials, session_storage
+from .storage import get_storage, quiet_experimental, recover_dead_trials, session_storage
 
 _log = logging.getLogger("hpstudy")
 
@@ -118,6 +119,9 @@ def open_study(cfg: StudyConfig, storage: str | optuna.storages.BaseStorage) -> 
         direction=cfg.direction,
         load_if_exists=True,
     )
+    if study.metric_names is None:  # optuna-dashboard then says val_acc, not "Objective 0"
+        with quiet_experimental():
+            study.set_metric_names([cfg.search.metric])
     space = resolve_space(cfg.search.space)
     _space.check_resumable(study, space, f"study '{cfg.name}'")
     done = len(study.get_trials(deepcopy=False))
@@ -241,8 +245,13 @@ def close_study(session: StudySession, status: str, **extra: float) -> StudySumm
     c = summary.counts
     finals = {"n_trials": c["total"], "n_complete": c["complete"], "n_pruned": c["pruned"],
               "n_failed": c["failed"], **extra}
+    note = (f"study: {c['total']} trials, {c['complete']} complete, {c['pruned']} pruned, "
+            f"{c['failed']} failed")
     if summary.best_value is not None:
         finals.update(best_value=summary.best_value, best_trial_number=summary.best_trial)
+        note += (f"; best {session.cfg.search.metric} {summary.best_value:.4f} "
+                 f"(trial {summary.best_trial})")
+    session.tracker.set_tags(session.parent_run_id, {TAG_NOTE: note})
     session.tracker.finish_study(session.parent_run_id, finals, status=status)
     return summary
 
@@ -299,6 +308,7 @@ def run_study(
     n = n_trials if n_trials is not None else cfg.search.n_trials
     t = timeout if timeout is not None else cfg.search.timeout
     bar = Progress(n, cfg.search.metric, enabled=progress)
+    bar.start(session)
     before = {tr.number for tr in session.study.get_trials(deepcopy=False)}
     error: BaseException | None = None
     try:

@@ -27,6 +27,7 @@ from ..names import (
     ATTR_BEST_EPOCH,
     ATTR_DIAGNOSIS,
     ATTR_DIAGNOSIS_DETAIL,
+    ATTR_EPOCHS,
     ATTR_NUM_PARAMS,
     ATTR_PRUNE_REASON,
     ATTR_STATUS,
@@ -38,9 +39,11 @@ from ..names import (
     METRIC_BEST_VAL_ACC,
     METRIC_BEST_VAL_LOSS,
     PARAM_NUM_PARAMS,
+    PRUNED,
     TAG_DIAGNOSIS,
     TAG_DIAGNOSIS_REASON,
     TAG_FAIL_REASON,
+    TAG_NOTE,
 )
 from .tracker import Tracker, history_csv
 
@@ -120,6 +123,7 @@ class TrackedRun:
         t.log_text(self.id, cfg.to_yaml(), "config.yaml")
         t.log_text(self.id, history_csv(result.history), "history.csv")
         attrs: dict[str, Any] = {ATTR_BEST_EPOCH: result.best_epoch,
+                                 ATTR_EPOCHS: len(result.history),
                                  ATTR_NUM_PARAMS: result.num_params, ATTR_STATUS: result.status,
                                  **(result.test or {})}
         all_tags: dict[str, Any] = dict(tags or {})
@@ -134,6 +138,14 @@ class TrackedRun:
             attrs[ATTR_PRUNE_REASON] = prune_reason
         if state == FAIL:
             all_tags[TAG_FAIL_REASON] = result.failure or result.reason or "failed"
+            all_tags.setdefault(TAG_NOTE, f"FAILED: {all_tags[TAG_FAIL_REASON]}")
+        elif state == PRUNED:  # the status stays FINISHED: the description says why it stopped
+            all_tags.setdefault(TAG_NOTE, f"PRUNED after epoch {len(result.history)}"
+                                + (f", {diag['verdict']}" if diag else ""))
+        elif state == COMPLETE and result.best_epoch is not None:
+            metric = cfg.search.metric
+            all_tags.setdefault(TAG_NOTE, f"COMPLETE {metric} {result.best[metric]:.4f} at epoch "
+                                f"{result.best_epoch}" + (f", {diag['verdict']}" if diag else ""))
         self.end(state, all_tags)
         return attrs
 
@@ -160,7 +172,7 @@ class TrackedRun:
             pass
         state = KILLED if interruption(exc) is not None else FAIL
         try:
-            self.end(state, {TAG_FAIL_REASON: reason})
+            self.end(state, {TAG_FAIL_REASON: reason, TAG_NOTE: f"{state}: {reason}"})
         except Exception as e:  # noqa: BLE001 - see above
             _log.warning("run %s could not be marked %s: %s: %s", self.id, state,
                          type(e).__name__, e)
