@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._proc import Interrupted, trap_signals
+from ._urls import absolute_url
 from .config import StudyConfig, load_study, trial_params
 from .names import (
     ATTR_CHECKPOINT,
@@ -492,7 +493,7 @@ class StudyResults:
         if trial is None:
             from mlflow import MlflowClient
 
-            client = MlflowClient(tracking_uri=self.tracking_uri)
+            client = MlflowClient(tracking_uri=absolute_url(self.tracking_uri))
             try:
                 version = latest_version(_ClientHolder(client), best_model_name(self.name))
             except Exception:  # noqa: BLE001 - no registry (or no model) is "not registered"
@@ -709,7 +710,7 @@ def _load_ablation_file(path: str, tracking_uri: str | None) -> AblationResults:
 
     plan = load_ablation(path)
     uri = plan.tracking_uri(tracking_uri)
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(plan.experiment)
+    exp = MlflowClient(tracking_uri=absolute_url(uri)).get_experiment_by_name(plan.experiment)
     if exp is None:
         raise StudyNotFoundError(f"no experiment '{plan.experiment}' in {uri}: run "
                                  f"`hpstudy ablate {path}` first")
@@ -727,7 +728,7 @@ def _load_ablation_by_name(name: str, tracking_uri: str) -> AblationResults | No
     from .analyze import Design, analyze_ablation, collect_ablation
     from .names import KIND_ABLATION_SUMMARY, TAG_ABLATION
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=absolute_url(tracking_uri))
     try:
         runs = client.search_runs(
             [e.experiment_id for e in client.search_experiments()],

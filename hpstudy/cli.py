@@ -425,7 +425,7 @@ def refit(
     tracking_uri: TrackingOpt = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a key of the refit's config: --set data.root=/data "
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a key of the refit's config: --set data.root=/data "
                                    "(repeatable)."),
     ] = None,
 ) -> None:
@@ -470,25 +470,25 @@ def reproduce(
     cells: Annotated[list[str] | None, typer.Argument(
         help="Cells of the thesis's Table 4.6 (nin-cifar10+, 'preact_resnet*', '*-svhn'); "
              "all 36 by default.")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per cell (mean ± std).")] = 1,
+    seeds: Annotated[int, typer.Option("--seeds", metavar="N", min=1, help="Seeds per cell (mean ± std).")] = 1,
     epochs_scale: Annotated[float, typer.Option(
-        "--epochs-scale", help="Fraction of each recipe's epochs and schedule, in (0, 1].")] = 1.0,
+        "--epochs-scale", metavar="F", help="Fraction of each recipe's epochs and schedule, in (0, 1].")] = 1.0,
     smoke: Annotated[bool, typer.Option(
-        "--smoke", help="Generated data in the datasets' formats, a few batches per epoch "
+        "--smoke", metavar="", help="Generated data in the datasets' formats, a few batches per epoch "
                         "(default --epochs-scale 0.02): tests the pipeline, reproduces nothing.")
     ] = False,
     no_train: Annotated[bool, typer.Option(
-        "--no-train", help="Only tabulate the runs already in the store.")] = False,
+        "--no-train", metavar="", help="Only tabulate the runs already in the store.")] = False,
     tracking_uri: TrackingOpt = None,
-    out: Annotated[str, typer.Option("--out", help="Dashboards folder.")] = "dashboards",
+    out: Annotated[str, typer.Option("--out", metavar="DIR", help="Dashboards folder.")] = "dashboards",
     studies: Annotated[str | None, typer.Option(
-        "--studies", help="Folder of the thesis study files and table_4_6.csv "
+        "--studies", metavar="DIR", help="Folder of the thesis study files and table_4_6.csv "
                           "(default studies/thesis).")] = None,
     smoke_data: Annotated[str | None, typer.Option(
-        "--smoke-data", help="Where --smoke writes its files (default <data root>/hpstudy-smoke).")
+        "--smoke-data", metavar="DIR", help="Where --smoke writes its files (default <data root>/hpstudy-smoke).")
     ] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a key of every cell's config: --set data.root=/data "
+        "--set", metavar="KEY=VALUE", help="Override a key of every cell's config: --set data.root=/data "
                       "(repeatable).")] = None,
 ) -> None:
     """Run thesis cells with the thesis recipe and compare with the paper, side by side:
@@ -667,10 +667,10 @@ def inspect(
     target: Annotated[str, typer.Argument(help="Study file or name (its best trial), or an MLflow run id.")],
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
-    out: Annotated[str | None, typer.Option("--out", help="Dashboards folder (default: the study's report.dir, else dashboards).")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="val or test (default: val; test when there is no validation split).")] = None,
-    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Inspect only the first N images of the split.")] = None,
-    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log the page and its data to the run.")] = False,
+    out: Annotated[str | None, typer.Option("--out", metavar="DIR", help="Dashboards folder (default: the study's report.dir, else dashboards).")] = None,
+    split: Annotated[str | None, typer.Option("--split", metavar="SPLIT", help="val or test (default: val; test when there is no validation split).")] = None,
+    max_images: Annotated[int | None, typer.Option("--max-images", metavar="N", min=1, help="Inspect only the first N images of the split.")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", metavar="", help="Do not log the page and its data to the run.")] = False,
 ) -> None:
     """Look inside a trained model: confusion matrix, per-class accuracy, the most confident
     mistakes, first-layer filters, class activation maps; writes <out>/<name>/index.html."""

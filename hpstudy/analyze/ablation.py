@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+from .._urls import absolute_url
 from .collect import HISTORY_COLUMNS, read_history
 from .diagnose import diagnose
 from .fmt import interval, number, p_value
@@ -554,7 +555,7 @@ def collect_ablation(tracking_uri: str, experiment_id: str, ablation: str, metri
     """
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=absolute_url(tracking_uri))
     chosen: dict[tuple[str, int], Any] = {}
     stale = 0
     for run in search_ablation_runs(client, experiment_id, ablation):

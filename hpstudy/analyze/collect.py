@@ -34,6 +34,8 @@ from urllib.parse import unquote, urlparse
 import optuna
 import pandas as pd
 
+from .._urls import absolute_url
+
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                    "epoch_time_s")
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr set by hpstudy.search (DESIGN.md)
@@ -254,7 +256,7 @@ def collect(study_name: str, storage_url: str | optuna.storages.BaseStorage,
     if tracking_uri is not None:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = MlflowClient(tracking_uri=absolute_url(tracking_uri))
         parent = _parent_run(client, study)
         by_tag = _runs_by_trial(client, study_name)
         with tempfile.TemporaryDirectory(prefix="hpstudy-collect-") as tmp:

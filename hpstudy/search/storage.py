@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from .._proc import owner_gone, this_process
 from .._stores import sqlalchemy_url
+from .._urls import absolute_url
 from ..names import (
     ATTR_FAIL_REASON,
     ATTR_PARENT_RUN,
@@ -63,6 +64,7 @@ def get_storage(url: str, tracker: Any | None = None) -> optuna.storages.BaseSto
             retry marks FAILED. Without one, the storage is shared per URL within
             this process (one connection pool, however often it is asked for).
     """
+    url = absolute_url(url)
     if tracker is None and url in _READERS:
         return _READERS[url]
     storage = _open(url, stale_trial_handler(tracker))
@@ -78,7 +80,7 @@ def session_storage(url: str) -> tuple[optuna.storages.BaseStorage, StaleTrialHa
     trials it finds stale are marked FAILED too.
     """
     handler = stale_trial_handler()
-    storage = _open(url, handler)
+    storage = _open(absolute_url(url), handler)
     return storage, handler if isinstance(storage, optuna.storages.RDBStorage) else None
 
 

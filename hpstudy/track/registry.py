@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._urls import absolute_url
 from .tracker import Tracker
 
 CHECKPOINT = "checkpoint/model.pt"
@@ -117,7 +118,7 @@ def _tracking_uri(uri: str) -> Iterator[None]:
     if previous == env:  # only the environment named it: no global to restore
         previous = None
     with _LOG_MODEL_LOCK:
-        mlflow.set_tracking_uri(uri)
+        mlflow.set_tracking_uri(absolute_url(uri))
         try:
             yield
         finally:

@@ -35,6 +35,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
+from .._urls import absolute_url
 from ..names import (
     EPOCH_METRICS,
     HISTORY_KEYS,
@@ -194,14 +195,14 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
         self.uri = prepare_local_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = MlflowClient(tracking_uri=absolute_url(self.uri))
         self.experiment = experiment
         self.experiment_id = self._experiment_id(experiment, artifact_location)
 
     @classmethod
     def for_run(cls, uri: str, run_id: str) -> Tracker:
         """A tracker bound to the experiment that holds ``run_id``."""
-        client = MlflowClient(tracking_uri=uri)
+        client = MlflowClient(tracking_uri=absolute_url(uri))
         experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
         return cls(uri, experiment.name)
 

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._proc import Interrupted, stop_process_group, trap_signals
+from .._urls import absolute_url
 from .tracker import local_artifact_root, prepare_local_uri
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
@@ -199,7 +200,7 @@ def experiment_urls(target: StudyTarget, base: str) -> list[str]:
         return [f"{base}/"]
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=target.tracking_uri)
+    client = MlflowClient(tracking_uri=absolute_url(target.tracking_uri))
     exp = client.get_experiment_by_name(target.experiment)
     if exp is None:
         return [f"{base}/"]

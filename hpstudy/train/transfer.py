@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
+from .._urls import absolute_url
 from ..config import ConfigError, StudyConfig
 from ..config.toolbox import InitSource, parse_init_from
 from ..models import cam_layers
@@ -153,7 +154,7 @@ def _mlflow_checkpoint(src: InitSource, tracking_uri: str) -> dict[str, Any]:
     why = registry.missing_store(tracking_uri)
     if why:
         raise TransferError(f"{src} cannot be looked up: {why}")
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=absolute_url(tracking_uri))
     run_id = src.run_id
     if src.kind == "model":
         try:
