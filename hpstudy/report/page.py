@@ -95,6 +95,7 @@ th,td{border-bottom:1px solid #e6e6e6;padding:4px 8px;text-align:left;vertical-a
 table.diag td ul{margin:4px 0 0 16px;padding:0}table.kv th{width:180px;color:#555}
 .badge{color:#fff;border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
 .badge.none{background:#bbb}
+.warn{background:#fff3e0;border-left:4px solid #ef6c00;padding:6px 10px}
 """
 
 
