@@ -652,3 +652,17 @@ def test_ddp_cells_train_in_child_processes_exactly_once_each(tmp_path: Path):
         n_val = int(r.data.params["data.n_val"])
         correct = r.data.metrics["val_acc"] * n_val
         assert n_val % 2 == 1 and abs(correct - round(correct)) < 1e-4
+
+
+def test_interval_coverage_benchmark_runs(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import ablation_intervals
+
+    rows = ablation_intervals.main(["--cells", "300", "--runs", "2", "3"])
+    assert "coverage / median" in capsys.readouterr().out
+    assert len(rows) == 2 * len(ablation_intervals.CASES)
+    # the interval hpstudy reports covers at least as often as the clipped t interval, and
+    # near its nominal 95% where the t interval alone falls short (2 runs near 100%)
+    for r in rows:
+        assert r["hpstudy"][0] >= r["t"][0] and r["hpstudy"][0] >= 0.9, r
+    assert min(r["t"][0] for r in rows if r["runs"] == 2) < 0.9
