@@ -14,8 +14,10 @@ long per-epoch records with a ``trial`` column) and the table of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -166,6 +168,34 @@ class GapLine(NamedTuple):
 
 class GapInfo(NamedTuple):
     lines: tuple[GapLine, ...]
+    acc_range: tuple[float, float] | None = None  # None: every point fits (autorange)
+    loss_range: tuple[float, float] | None = None
+
+
+FENCE_IQR = 3.0
+"""Robust axes: a point more than this many interquartile ranges beyond the quartiles of
+all points (Tukey's "far out" fence) does not stretch the axis."""
+
+
+def robust_range(values: Sequence[float], k: float = FENCE_IQR) -> tuple[float, float] | None:
+    """An axis range for the bulk of ``values`` (and 0), or None when none is far out.
+
+    Points beyond ``[q1 - k * iqr, q3 + k * iqr]`` (quartiles of every value) are
+    left outside: one epoch-1 loss gap of -16 would otherwise flatten lines that
+    move by tenths. The range is padded by 5% of its span.
+    """
+    v = np.asarray([x for x in values if _finite(x)], dtype=float)
+    if len(v) < 4:
+        return None
+    q1, q3 = np.percentile(v, [25, 75])
+    iqr = q3 - q1
+    lo_f, hi_f = q1 - k * iqr, q3 + k * iqr
+    if iqr <= 0 or (v.min() >= lo_f and v.max() <= hi_f):
+        return None
+    inside = v[(v >= lo_f) & (v <= hi_f)]
+    lo, hi = min(float(inside.min()), 0.0), max(float(inside.max()), 0.0)
+    pad = 0.05 * (hi - lo)
+    return (lo - pad, hi + pad)
 
 
 def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
@@ -173,7 +203,8 @@ def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
 
     Epochs where either gap is non-finite are dropped; trials are ordered by
     number. Diverged trials are left out: their losses (1e6 and up) would
-    flatten every other line, and their gap means nothing.
+    flatten every other line, and their gap means nothing. Each panel's axis
+    range is :func:`robust_range` of its points (None: plotly's autorange).
     """
     verdicts = {int(n): _verdict(v) for n, v in zip(table["number"], table["verdict"],
                                                       strict=True)}
@@ -189,7 +220,8 @@ def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
             lines.append(GapLine(int(n), verdicts.get(int(n)), tuple(p[0] for p in pts),
                                  tuple(float(p[1]) for p in pts),
                                  tuple(float(p[2]) for p in pts)))
-    return GapInfo(tuple(lines))
+    return GapInfo(tuple(lines), robust_range([v for ln in lines for v in ln.acc_gap]),
+                   robust_range([v for ln in lines for v in ln.loss_gap]))
 
 
 def _draw_gap(info: GapInfo) -> go.Figure:
@@ -209,9 +241,27 @@ def _draw_gap(info: GapInfo) -> go.Figure:
             ), row=1, col=col)
         shown.add(name)
     fig.add_hline(y=0, line={"color": "#999", "width": 1, "dash": "dot"})
+    for col, rng, key in ((1, info.acc_range, "acc_gap"), (2, info.loss_range, "loss_gap")):
+        if rng is None:
+            continue
+        fig.update_yaxes(range=list(rng), row=1, col=col)
+        out = [(ln.number, e, y) for ln in info.lines
+               for e, y in zip(ln.epochs, getattr(ln, key), strict=True)
+               if not rng[0] <= y <= rng[1]]
+        if out:  # points beyond the axis: a triangle at the edge, the value on hover
+            fig.add_trace(go.Scatter(
+                x=[e for _, e, _ in out], y=[rng[1] if y > rng[1] else rng[0] for *_, y in out],
+                mode="markers", name="beyond the axis", showlegend=col == 2,
+                marker={"symbol": ["triangle-up" if y > rng[1] else "triangle-down"
+                                   for *_, y in out], "size": 10, "color": "#000"},
+                cliponaxis=False, customdata=[[n, y] for n, _, y in out],
+                hovertemplate="trial %{customdata[0]}, epoch %{x}: %{customdata[1]:.4g} "
+                              "(beyond the axis)<extra></extra>"), row=1, col=col)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title="Generalization gap over epochs (one line per trial, coloured by "
-                            "verdict; diverged trials left out)", height=420, margin={"t": 70})
+    fig.update_layout(title="Generalization gap over epochs<br><sub>one line per trial, coloured "
+                            "by verdict; diverged trials left out; axes fit the bulk of the "
+                            "points, triangles mark points beyond them</sub>", height=440,
+                      margin={"t": 90})
     return fig
 
 
