@@ -82,11 +82,13 @@ def _optuna_sections_loud(data: StudyData) -> list[Section]:
             imp = list(optuna_importances(study))
         except Exception:  # noqa: BLE001 - too few completed trials to rank
             imp = []
-    # Optuna's contour reads search coordinates: an allow_zero entry's 0 would show as a
-    # tiny number there, so such an entry is not picked for it
-    plain = [p for p in data.param_names
-             if p not in data.space or data.space[p].zero_below is None]
-    pair = contour_params(plain, imp)
+    # Optuna's contour reads search coordinates and quotes categories: past lr x batch
+    # size, it is drawn for numeric entries only, never an allow_zero one (0 would show as
+    # a tiny number)
+    plain = [p for p in data.param_names if p not in data.space or (
+        data.space[p].kind != "categorical" and data.space[p].zero_below is None)]
+    lr_batch = {"train.lr", "data.batch_size"} <= set(data.param_names)
+    pair = contour_params(data.param_names if lr_batch else plain, imp)
     n_done = int(((data.trials["state"] == "COMPLETE") & data.trials["value"].notna()).sum())
     caveat = importance_caveat(n_done, len(data.param_names))
     warn = ' class="warn"' if n_done < IMPORTANCE_MIN_TRIALS else ""
