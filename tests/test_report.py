@@ -287,8 +287,23 @@ def test_gap_plot_is_readable_when_one_epoch_is_extreme():
     fig = _draw_gap(info)
     (edge,) = [t for t in fig.data if t.name == "beyond the axis" and t.xaxis == "x2"]
     assert list(edge.x) == [1] and list(edge.y) == [lo]
-    assert edge.customdata[0][1] == pytest.approx(-16.0)
+    assert list(edge.customdata[0]) == ["trial 2", pytest.approx(-16.0)]
     assert list(fig.layout.yaxis2.range) == [lo, hi]
+
+
+def test_learning_curves_keep_their_loss_axis_when_a_trial_diverges():
+    rows = [(n, e, 2.0 / e, 0.5, 2.2 / e, 0.5) for n in (0, 1) for e in range(1, 6)]
+    rows += [(2, 1, 2.3, 0.1, 2.3, 0.1), (2, 2, 1e25, 0.1, 1e24, 0.1)]
+    h = pd.DataFrame(rows, columns=["trial", "epoch", "train_loss", "train_acc", "val_loss",
+                                    "val_acc"])
+    info = _learning_curves_info(h, [0, 1, 2])
+    lo, hi = info.loss_range  # log10: the bulk is 0.4-2.3, far below 1e24
+    assert lo < math.log10(0.4) and math.log10(2.3) < hi < 1
+    fig = _draw_learning_curves(info)
+    (edge,) = [t for t in fig.data if t.name == "beyond the axis"]
+    assert list(edge.x) == [2, 2] and list(edge.y) == [10 ** hi, 10 ** hi]
+    assert [c[1] for c in edge.customdata] == [1e25, 1e24]
+    assert list(fig.layout.yaxis.range) == [lo, hi]
 
 
 def _space_trials() -> tuple[pd.DataFrame, dict[str, ParamSpec]]:

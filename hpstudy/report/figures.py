@@ -14,6 +14,7 @@ long per-epoch records with a ``trial`` column) and the table of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -96,6 +97,7 @@ class TrialCurves(NamedTuple):
 class LearningCurvesInfo(NamedTuple):
     title: str
     curves: tuple[TrialCurves, ...]
+    loss_range: tuple[float, float] | None = None  # log10 units; None: every point fits
 
 
 def _series(rows: pd.DataFrame, key: str) -> Series:
@@ -110,6 +112,8 @@ def _learning_curves_info(histories: pd.DataFrame, numbers: list[int] | tuple[in
     """Train and validation loss/accuracy per epoch for the given trials (in order).
 
     Trials without any recorded epoch are left out; non-finite points are dropped.
+    The loss axis (log scale) is :func:`robust_range` of the losses' log10: a
+    diverged trial's 1e25 does not squash the other curves into one line.
     """
     missing = {"trial", "epoch", "train_loss", "val_loss", "train_acc", "val_acc"} - set(
         histories.columns)
@@ -125,7 +129,9 @@ def _learning_curves_info(histories: pd.DataFrame, numbers: list[int] | tuple[in
             n, labels.get(n, f"trial {n}"),
             *(_series(rows, k) for k in ("train_loss", "val_loss", "train_acc", "val_acc")),
         ))
-    return LearningCurvesInfo(title, tuple(curves))
+    logs = [math.log10(v) for c in curves for s in (c.train_loss, c.val_loss) for v in s.values
+            if v > 0]
+    return LearningCurvesInfo(title, tuple(curves), robust_range(logs, include_zero=False))
 
 
 def _draw_learning_curves(info: LearningCurvesInfo) -> go.Figure:
@@ -145,9 +151,34 @@ def _draw_learning_curves(info: LearningCurvesInfo) -> go.Figure:
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="loss", type="log", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", row=1, col=2)
+    if info.loss_range is not None:
+        lo, hi = info.loss_range
+        fig.update_yaxes(range=[lo, hi], row=1, col=1)
+        out = [(c.label, e, v) for c in info.curves for s in (c.train_loss, c.val_loss)
+               for e, v in zip(s.epochs, s.values, strict=True)
+               if v > 0 and not lo <= math.log10(v) <= hi]
+        if out:
+            _edge_markers(fig, out, lo, hi, log=True)
     fig.update_layout(title=f"{info.title} (solid: train, dashed: validation)", height=420,
                       margin={"t": 70})
     return fig
+
+
+def _edge_markers(fig: go.Figure, points: list[tuple[Any, int, float]], lo: float, hi: float,
+                  *, log: bool = False, col: int = 1) -> None:
+    """Points beyond an axis range: a triangle at the edge, the value on hover."""
+    def pos(v: float) -> float:
+        return math.log10(v) if log else v
+
+    edge = [(10 ** hi if log else hi) if pos(v) > hi else (10 ** lo if log else lo)
+            for *_, v in points]
+    fig.add_trace(go.Scatter(
+        x=[e for _, e, _ in points], y=edge, mode="markers", name="beyond the axis",
+        showlegend=not any(t.name == "beyond the axis" for t in fig.data), cliponaxis=False, customdata=[[who, v] for who, _, v in points],
+        marker={"symbol": ["triangle-up" if pos(v) > hi else "triangle-down"
+                           for *_, v in points], "size": 10, "color": "#000"},
+        hovertemplate="%{customdata[0]}, epoch %{x}: %{customdata[1]:.4g} (beyond the axis)"
+                      "<extra></extra>"), row=1, col=col)
 
 
 def plot_learning_curves(histories: pd.DataFrame, numbers: list[int] | tuple[int, ...],
@@ -177,7 +208,8 @@ FENCE_IQR = 3.0
 all points (Tukey's "far out" fence) does not stretch the axis."""
 
 
-def robust_range(values: Sequence[float], k: float = FENCE_IQR) -> tuple[float, float] | None:
+def robust_range(values: Sequence[float], k: float = FENCE_IQR, *,
+                 include_zero: bool = True) -> tuple[float, float] | None:
     """An axis range for the bulk of ``values`` (and 0), or None when none is far out.
 
     Points beyond ``[q1 - k * iqr, q3 + k * iqr]`` (quartiles of every value) are
@@ -193,7 +225,9 @@ def robust_range(values: Sequence[float], k: float = FENCE_IQR) -> tuple[float, 
     if iqr <= 0 or (v.min() >= lo_f and v.max() <= hi_f):
         return None
     inside = v[(v >= lo_f) & (v <= hi_f)]
-    lo, hi = min(float(inside.min()), 0.0), max(float(inside.max()), 0.0)
+    lo, hi = float(inside.min()), float(inside.max())
+    if include_zero:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
     pad = 0.05 * (hi - lo)
     return (lo - pad, hi + pad)
 
@@ -245,23 +279,14 @@ def _draw_gap(info: GapInfo) -> go.Figure:
         if rng is None:
             continue
         fig.update_yaxes(range=list(rng), row=1, col=col)
-        out = [(ln.number, e, y) for ln in info.lines
+        out = [(f"trial {ln.number}", e, y) for ln in info.lines
                for e, y in zip(ln.epochs, getattr(ln, key), strict=True)
                if not rng[0] <= y <= rng[1]]
-        if out:  # points beyond the axis: a triangle at the edge, the value on hover
-            fig.add_trace(go.Scatter(
-                x=[e for _, e, _ in out], y=[rng[1] if y > rng[1] else rng[0] for *_, y in out],
-                mode="markers", name="beyond the axis", showlegend=col == 2,
-                marker={"symbol": ["triangle-up" if y > rng[1] else "triangle-down"
-                                   for *_, y in out], "size": 10, "color": "#000"},
-                cliponaxis=False, customdata=[[n, y] for n, _, y in out],
-                hovertemplate="trial %{customdata[0]}, epoch %{x}: %{customdata[1]:.4g} "
-                              "(beyond the axis)<extra></extra>"), row=1, col=col)
+        if out:
+            _edge_markers(fig, out, *rng, col=col)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title="Generalization gap over epochs<br><sub>one line per trial, coloured "
-                            "by verdict; diverged trials left out; axes fit the bulk of the "
-                            "points, triangles mark points beyond them</sub>", height=440,
-                      margin={"t": 90})
+    fig.update_layout(title="Generalization gap: a line per trial by verdict (diverged left "
+                            "out; triangles: beyond the axis)", height=420, margin={"t": 70})
     return fig
 
 
