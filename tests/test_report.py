@@ -289,6 +289,10 @@ def test_gap_plot_is_readable_when_one_epoch_is_extreme():
     assert list(edge.x) == [1] and list(edge.y) == [lo]
     assert list(edge.customdata[0]) == ["trial 2", pytest.approx(-16.0)]
     assert list(fig.layout.yaxis2.range) == [lo, hi]
+    # a large positive gap is overfitting: it is never left off the axis
+    h.loc[(h["trial"] == 1) & (h["epoch"] >= 4), "val_loss"] = 9.0
+    lo, hi = _gap_info(h, table).loss_range
+    assert hi > 8.0 and -16.0 < lo < 0  # the overfit epochs stay in view, the -16 does not
 
 
 def test_learning_curves_keep_their_loss_axis_when_a_trial_diverges():
@@ -304,6 +308,10 @@ def test_learning_curves_keep_their_loss_axis_when_a_trial_diverges():
     assert list(edge.x) == [2, 2] and list(edge.y) == [10 ** hi, 10 ** hi]
     assert [c[1] for c in edge.customdata] == [1e25, 1e24]
     assert list(fig.layout.yaxis.range) == [lo, hi]
+    # a training loss falling towards 0 (memorizing) is no outlier: only the top is fenced
+    h.loc[(h["trial"] == 0) & (h["epoch"] == 5), "train_loss"] = 1e-6
+    lo, hi = _learning_curves_info(h, [0, 1, 2]).loss_range
+    assert lo < -6 and hi < 1
 
 
 def _space_trials() -> tuple[pd.DataFrame, dict[str, ParamSpec]]:

@@ -112,8 +112,9 @@ def _learning_curves_info(histories: pd.DataFrame, numbers: list[int] | tuple[in
     """Train and validation loss/accuracy per epoch for the given trials (in order).
 
     Trials without any recorded epoch are left out; non-finite points are dropped.
-    The loss axis (log scale) is :func:`robust_range` of the losses' log10: a
-    diverged trial's 1e25 does not squash the other curves into one line.
+    The loss axis (log scale) is :func:`robust_range` of the losses' log10, fenced
+    above only: a diverged trial's 1e25 does not squash the other curves into one
+    line, and a training loss falling to 1e-4 stays in view.
     """
     missing = {"trial", "epoch", "train_loss", "val_loss", "train_acc", "val_acc"} - set(
         histories.columns)
@@ -131,7 +132,8 @@ def _learning_curves_info(histories: pd.DataFrame, numbers: list[int] | tuple[in
         ))
     logs = [math.log10(v) for c in curves for s in (c.train_loss, c.val_loss) for v in s.values
             if v > 0]
-    return LearningCurvesInfo(title, tuple(curves), robust_range(logs, include_zero=False))
+    return LearningCurvesInfo(title, tuple(curves),
+                              robust_range(logs, include_zero=False, side="upper"))
 
 
 def _draw_learning_curves(info: LearningCurvesInfo) -> go.Figure:
@@ -209,8 +211,13 @@ all points (Tukey's "far out" fence) does not stretch the axis."""
 
 
 def robust_range(values: Sequence[float], k: float = FENCE_IQR, *,
-                 include_zero: bool = True) -> tuple[float, float] | None:
+                 include_zero: bool = True, side: str = "both") -> tuple[float, float] | None:
     """An axis range for the bulk of ``values`` (and 0), or None when none is far out.
+
+    ``side`` says which tail may be left out: ``both``, ``upper`` (log losses: a loss
+    falling towards 0 is a run memorizing its training set, worth seeing; only an
+    explosion is left out) or ``lower`` (gaps: a large positive gap is overfitting,
+    the point of the plot; a large negative one is an epoch-1 artifact).
 
     Points beyond ``[q1 - k * iqr, q3 + k * iqr]`` (quartiles of every value) are
     left outside: one epoch-1 loss gap of -16 would otherwise flatten lines that
@@ -221,7 +228,8 @@ def robust_range(values: Sequence[float], k: float = FENCE_IQR, *,
         return None
     q1, q3 = np.percentile(v, [25, 75])
     iqr = q3 - q1
-    lo_f, hi_f = q1 - k * iqr, q3 + k * iqr
+    lo_f = -math.inf if side == "upper" else q1 - k * iqr
+    hi_f = math.inf if side == "lower" else q3 + k * iqr
     if iqr <= 0 or (v.min() >= lo_f and v.max() <= hi_f):
         return None
     inside = v[(v >= lo_f) & (v <= hi_f)]
@@ -238,7 +246,9 @@ def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
     Epochs where either gap is non-finite are dropped; trials are ordered by
     number. Diverged trials are left out: their losses (1e6 and up) would
     flatten every other line, and their gap means nothing. Each panel's axis
-    range is :func:`robust_range` of its points (None: plotly's autorange).
+    range is :func:`robust_range` of its points, fenced below only (None:
+    plotly's autorange): an epoch-1 gap of -16 is left off the axis, overfitting
+    never is.
     """
     verdicts = {int(n): _verdict(v) for n, v in zip(table["number"], table["verdict"],
                                                       strict=True)}
@@ -254,8 +264,9 @@ def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
             lines.append(GapLine(int(n), verdicts.get(int(n)), tuple(p[0] for p in pts),
                                  tuple(float(p[1]) for p in pts),
                                  tuple(float(p[2]) for p in pts)))
-    return GapInfo(tuple(lines), robust_range([v for ln in lines for v in ln.acc_gap]),
-                   robust_range([v for ln in lines for v in ln.loss_gap]))
+    return GapInfo(tuple(lines),
+                   robust_range([v for ln in lines for v in ln.acc_gap], side="lower"),
+                   robust_range([v for ln in lines for v in ln.loss_gap], side="lower"))
 
 
 def _draw_gap(info: GapInfo) -> go.Figure:
