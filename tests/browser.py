@@ -223,19 +223,18 @@ def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.
     dom_url = url
     if path is not None:  # a sibling copy, so relative resources resolve as in the original
         text = path.read_text(encoding="utf-8", errors="replace")
+        if measure_js:  # the measuring script runs in the probe copy, at the end of its body
+            text += _MEASURE.replace("@JS@", measure_js).replace(
+                "@ATTR@", _MEASURE_ATTR).replace("@DELAY@", str(int(measure_delay_ms)))
         m = re.search(r"<head[^>]*>", text, flags=re.I)
         at = m.end() if m else 0
         probe_path = path.with_name(f".{path.stem}.probe-{uuid.uuid4().hex[:8]}.html")
-        probe = _PROBE
-        if measure_js:
-            probe += _MEASURE.replace("@JS@", measure_js).replace(
-                "@ATTR@", _MEASURE_ATTR).replace("@DELAY@", str(int(measure_delay_ms)))
-        probe_path.write_text(text[:at] + probe + text[at:], encoding="utf-8")
+        probe_path.write_text(text[:at] + _PROBE + text[at:], encoding="utf-8")
         dom_url = probe_path.as_uri()
     w, h = window_size
+    size = f"--window-size={w},{h}"  # the DOM of the same viewport (grids render what is in view)
     try:
-        dom_run = _run(chromium, [budget, f"--window-size={w},{h}", "--dump-dom"], dom_url,
-                       timeout_s)
+        dom_run = _run(chromium, [budget, size, "--dump-dom"], dom_url, timeout_s)
     finally:
         if probe_path is not None:
             probe_path.unlink(missing_ok=True)
@@ -243,7 +242,7 @@ def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.
     out = Path(out_png).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    shot_run = _run(chromium, [budget, "--hide-scrollbars", f"--window-size={w},{h}",
+    shot_run = _run(chromium, [budget, "--hide-scrollbars", size,
                                f"--screenshot={out}"], url, timeout_s)
 
     counter = _PlotCounter()
