@@ -376,8 +376,9 @@ def diagnose(
     tracking_uri: TrackingOpt = None,
     threshold: ThresholdOpt = None,
     next_: Annotated[str | None, typer.Option(
-        "--next", help="Also write the next round's study file here: the space narrowed "
-                       "around the best trials plus the remedies their verdicts call for.")] = None,
+        "--next", metavar="FILE",
+        help="Also write the next round's study file here: the space narrowed "
+             "around the best trials plus the remedies their verdicts call for.")] = None,
 ) -> None:
     """Read every trial's learning curves: verdict, evidence, advice, and a study summary."""
 
