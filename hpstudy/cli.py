@@ -614,20 +614,43 @@ def diagnose(
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     threshold: ThresholdOpt = None,
+    next_: Annotated[str | None, typer.Option(
+        "--next", metavar="FILE",
+        help="Also write the next round's study file here: the space narrowed "
+             "around the best trials plus the remedies their verdicts call for.")] = None,
 ) -> None:
     """Read every trial's learning curves: verdict, evidence, advice, and a study summary."""
 
     def go():
         cfg, url, uri = _study_to_read(study, storage, tracking_uri)
-        from .analyze import StudyNotFoundError, diagnose_study, format_text
+        from .analyze import StudyNotFoundError, collect, diagnose_trials, format_text, summarize
 
         try:
-            table, summary = diagnose_study(cfg.name, url, uri, **_thresholds(threshold))
+            data = collect(cfg.name, url, uri)
         except StudyNotFoundError as e:
             _fail(f"{e} (run it first)", 2)
-        typer.echo(format_text(table, summary))
+        table = diagnose_trials(data, **_thresholds(threshold))
+        typer.echo(format_text(table, summarize(table, data)))
+        if next_:
+            _write_next(next_, data, table, cfg, url, uri)
 
     _guard(go)
+
+
+def _write_next(path: str, data: Any, table: Any, cfg: Any, url: str, uri: str) -> None:
+    from .search.next_round import plan_next_round, write_next_round
+
+    try:
+        plan = plan_next_round(data, table, cfg, storage=url, tracking_uri=uri)
+    except ValueError as e:
+        _fail(f"--next: {e}", 2)
+    written = write_next_round(path, plan)
+    typer.echo("")
+    typer.echo(f"next round   {written} (study {plan.name}, trial 0 = trial {plan.top[0]}); "
+               f"{len(plan.changes)} change(s):")
+    for c in plan.changes:
+        typer.echo(f"  - {c.key}: {c.why}")
+    typer.echo(f"run it with  hpstudy run {written}")
 
 
 @app.command()

@@ -74,6 +74,8 @@ TAG_EPOCHS_SCALE = "hpstudy.epochs_scale"  # reproduction run: fraction of the r
 # ------------------------------------------------------ Optuna user attrs
 ATTR_PARENT_RUN = "mlflow_parent_run_id"  # study: the study's parent MLflow run
 ATTR_CONFIG = "config_yaml"  # study: its base config, so `hpstudy worker NAME` needs no file
+# study: {param: low} of allow_zero entries; a sampled value below low means exactly 0
+ATTR_ZERO_BELOW = "zero_below"
 ATTR_RUN_ID = "mlflow_run_id"  # trial: its MLflow run
 ATTR_DIAGNOSIS = "diagnosis"  # trial: the verdict
 ATTR_DIAGNOSIS_DETAIL = "diagnosis_detail"  # trial: verdict, reason, evidence, advice

@@ -36,6 +36,10 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _CONSOLE = re.compile(r':CONSOLE[:(]\d*\)?\] "(?P<msg>.*)", source: (?P<src>.*?) \((?P<line>\d+)\)')
 _ERRORS_ATTR = "data-probe-errors"
+_MEASURE_ATTR = "data-probe-measure"
+_MEASURE = """<script>window.addEventListener('load',function(){setTimeout(function(){
+var v;try{v=(function(){@JS@})();}catch(e){v={'error':String(e)};}
+document.documentElement.setAttribute('@ATTR@',JSON.stringify(v));},@DELAY@);});</script>"""
 _PROBE = """<script>(function(){var e=[];function r(m){e.push(String(m));
 document.documentElement.setAttribute('@ATTR@',JSON.stringify(e));}
 window.addEventListener('error',function(ev){var t=ev.target;
@@ -119,6 +123,7 @@ class _PlotCounter(HTMLParser):
         self.drawn = 0
         self._open: list[dict[str, Any]] = []  # .plotly containers we are inside
         self.errors_attr: str | None = None
+        self.measure_attr: str | None = None
 
     _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
              "param", "source", "track", "wbr"}
@@ -127,6 +132,8 @@ class _PlotCounter(HTMLParser):
         a = dict(attrs)
         if tag == "html" and _ERRORS_ATTR in a:
             self.errors_attr = a[_ERRORS_ATTR]
+        if tag == "html" and _MEASURE_ATTR in a:
+            self.measure_attr = a[_MEASURE_ATTR]
         if tag in self._VOID:
             return
         classes = set((a.get("class") or "").split())
@@ -188,7 +195,8 @@ def _console(stderr: str) -> list[dict[str, Any]]:
 def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.PathLike[str],
                          *, window_size: tuple[int, int] = (1400, 900),
                          virtual_time_ms: int = 15000, timeout_s: float = 120,
-                         chromium: str | None = None) -> dict[str, Any]:
+                         chromium: str | None = None, measure_js: str | None = None,
+                         measure_delay_ms: int = 1500) -> dict[str, Any]:
     """Load a page in headless Chromium, collect JS errors, count Plotly figures, screenshot it.
 
     Args:
@@ -200,6 +208,12 @@ def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.
             until the page is idle or this much virtual time passed.
         timeout_s: wall-clock limit of each Chromium run.
         chromium: the binary (default: :func:`find_chromium`).
+        measure_js: the body of a JavaScript function run ``measure_delay_ms`` after
+            the page loaded (local files only), in a viewport of ``window_size``;
+            what it returns (JSON-able: bounding boxes, counts) comes back as
+            ``measure``.
+        measure_delay_ms: virtual milliseconds between load and the measurement
+            (figures draw first).
 
     Returns:
         ``errors`` (uncaught exceptions from the console, and for local files
@@ -208,7 +222,8 @@ def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.
         ``plots`` (``.plotly`` containers in the rendered DOM), ``plots_drawn``
         (those whose ``svg.main-svg`` holds drawn marks), ``probe`` (True when
         the probe ran), ``screenshot`` (path, or None if Chromium wrote none),
-        ``dom`` (the rendered HTML) and ``returncodes``.
+        ``dom`` (the rendered HTML), ``measure`` (what ``measure_js`` returned,
+        None without it) and ``returncodes``.
 
     Raises:
         BrowserUnavailable: no Chromium.
@@ -224,6 +239,9 @@ def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.
     dom_url = url
     if path is not None:  # a sibling copy, so relative resources resolve as in the original
         text = path.read_text(encoding="utf-8", errors="replace")
+        if measure_js:  # the measuring script runs in the probe copy, at the end of its body
+            text += _MEASURE.replace("@JS@", measure_js).replace(
+                "@ATTR@", _MEASURE_ATTR).replace("@DELAY@", str(int(measure_delay_ms)))
         m = re.search(r"<head[^>]*>", text, flags=re.I)
         at = m.end() if m else 0
         probe_path = path.with_name(f".{path.stem}.probe-{uuid.uuid4().hex[:8]}.html")
@@ -260,5 +278,6 @@ def screenshot_and_check(url_or_file: str | os.PathLike[str], out_png: str | os.
         "probe": counter.errors_attr is not None,
         "screenshot": str(out) if out.is_file() else None,
         "dom": dom_run.stdout,
+        "measure": json.loads(counter.measure_attr) if counter.measure_attr else None,
         "returncodes": (dom_run.returncode, shot_run.returncode),
     }

@@ -16,7 +16,15 @@ from conftest import run_cli as _cli
 from mlflow import MlflowClient
 from scipy.stats import t as student_t
 
-from hpstudy.analyze.ablation import Design, analyze_ablation, mean_ci
+from hpstudy.analyze.ablation import (
+    AblationData,
+    Design,
+    analyze_ablation,
+    diagnose_cells,
+    effect_sentences,
+    format_ablation,
+    mean_ci,
+)
 from hpstudy.api import ablate as run_ablation  # runs, statistics, then the report
 from hpstudy.config import ConfigError
 from hpstudy.report.ablation import (
@@ -29,8 +37,10 @@ from hpstudy.report.ablation import (
     InteractionPanel,
     _cell_bars_info,
     _cell_curves_info,
+    _draw_effects,
     _effects_info,
     _interaction_info,
+    build_ablation_sections,
 )
 from hpstudy.search.ablation import load_ablation, plan_ablation
 
@@ -112,7 +122,9 @@ def test_factorial_cells_main_effects_and_interaction_by_hand():
     cells = s.cells.set_index("cell")
     hi_hi = cells.loc["A=hi,B=hi"]
     assert hi_hi["mean"] == pytest.approx(0.99) and hi_hi["std"] == pytest.approx(0.01)
+    # an accuracy's interval stays in [0, 1]: .99 +- t * .01 / sqrt(3) = [.9652, 1.0148]
     assert hi_hi["ci_low"] == pytest.approx(0.99 - T975_2 * 0.01 / math.sqrt(3))
+    assert hi_hi["ci_high"] == 1.0 and hi_hi["ci_method"] == "t, clipped to [0, 1]"
     assert cells.loc["A=lo,B=hi", "std"] == pytest.approx(math.sqrt(0.0003))
     assert list(cells["n"]) == [3, 3, 3, 3] and list(cells["n_failed"]) == [0, 0, 0, 0]
 
@@ -195,6 +207,131 @@ def test_three_levels_one_run_and_empty_cells():
     assert math.isnan(inter["lr=mid x bn=on"]["ci_low"])
 
 
+# 95% Wilson score interval of 90 of 100 (the textbook example) and of 273 of 300
+WILSON_90_100 = (0.8256343384950865, 0.9447708629393249)
+WILSON_273_300 = (0.8722229892013517, 0.9374097743945206)
+T80_4, T80_10, T975_4, T975_10 = 0.9409645772351816, 0.8790578, 2.7764451051977934, 2.2281389
+
+
+def test_accuracy_intervals_stay_inside_0_1():
+    # two seeds (the newcomer's case): .85 +- 12.706 * .0707 / sqrt 2 = [.2147, 1.4853] -> 1
+    t1 = 12.706204736174694
+    m = mean_ci([0.8, 0.9], scale="proportion")
+    assert (m.ci_low, m.ci_high) == (pytest.approx(0.85 - t1 * 0.05), 1.0)
+    assert m.method == "t, clipped to [0, 1]"
+    # with 100 validation images the pooled Wilson (170 of 200) lies inside: t decides
+    assert mean_ci([0.8, 0.9], scale="proportion", n_val=100)[3:5] == (
+        pytest.approx(0.85 - t1 * 0.05), 1.0)
+    # three seeds at .90 .91 .92 on 100 images: t gives .91 +- 4.3027 * .01 / sqrt 3 =
+    # [.8852, .9348]; the pooled count, 273 of 300, has the wider Wilson interval
+    m = mean_ci([0.90, 0.91, 0.92], scale="proportion", n_val=100)
+    assert (m.ci_low, m.ci_high) == pytest.approx(WILSON_273_300)
+    assert m.method == "Wilson, pooled counts"
+    # identical runs count once: Wilson of one run's 90 of 100; unknown n_val: no width
+    m = mean_ci([0.9, 0.9], scale="proportion", n_val=100)
+    assert (m.std, m.method) == (0.0, "Wilson, one run's count")
+    assert (m.ci_low, m.ci_high) == pytest.approx(WILSON_90_100)
+    assert mean_ci([0.9, 0.9], scale="proportion")[3:] == (0.9, 0.9, "none (identical runs)")
+    # a loss: the t interval clipped at 0: .15 +- 12.706 * .1414 / sqrt 2 -> [0, 1.4206]
+    m = mean_ci([0.05, 0.25], scale="positive")
+    assert (m.ci_low, m.ci_high) == (0.0, pytest.approx(0.15 + t1 * 0.1))
+    with pytest.raises(ValueError):
+        mean_ci([1.0], scale="logit")
+
+
+def test_flags_detectable_effect_and_bounded_effects_by_hand():
+    d = Design("one_at_a_time", {"A": ("lo", "hi"), "B": ("lo", "hi")}, {"A": "lo", "B": "lo"},
+               {"A": "hi", "B": "hi"})
+    table = {"A=lo,B=lo": [0.5, 0.5], "A=hi,B=lo": [0.0, 1.0], "A=lo,B=hi": [0.6, 0.7],
+             "A=hi,B=hi": [0.55, 0.75]}
+    s = analyze_ablation(_runs(table), d, n_val=100)
+    cells = s.cells.set_index("label")
+    assert cells.loc["baseline", "flags"] == "n<3, std 0"
+    assert cells.loc["A=hi", "flags"] == "n<3"
+    assert any(n.startswith("cell baseline: std 0: identical results on all 2 runs - the seeds "
+                            "may not change anything (data.seed and train.seed both set?)")
+               for n in s.notes)
+    assert any(n.startswith("2 runs per cell, fewer than 3 seeds") for n in s.notes)
+    # A alone: [0, 1] vs [.5, .5]: 0 +- 12.7 * .5 would be [-6.35, 6.35]; a difference of
+    # accuracies lies in [-1, 1]
+    a = s.effects.set_index(["factor", "kind"]).loc[("A", "alone")]
+    assert (a["effect"], a["ci_low"], a["ci_high"]) == (0.0, -1.0, 1.0)
+    # pooled std over the four cells (1 df each): variances 0, .5, .005, .02 -> sqrt(.525/4)
+    s_pooled = math.sqrt((0.0 + 0.5 + 0.005 + 0.02) / 4)
+    assert (s.pooled_std, s.pooled_df, s.n_per_cell) == (pytest.approx(s_pooled), 4, 2)
+    # two cells of 2 runs: df = 2, t(.975, 2) = .95 / sqrt(.04875), t(.8, 2) = .6 / sqrt(.32)
+    q = 0.95 / math.sqrt(0.04875) + 0.6 / math.sqrt(0.32)
+    assert s.mde == pytest.approx(q * s_pooled * math.sqrt(2 / 2))
+    assert a["mde"] == pytest.approx(s.mde)
+    assert "this design detects a difference between two cells of about " \
+        f"{100 * s.mde:.1f} points" in format_ablation(s)
+
+
+def test_detectable_effect_and_words_of_a_factorial_design():
+    s = analyze_ablation(_runs(TABLE), FACTORIAL)
+    # pooled std: (2 * (.0001 + .0004 + .0003 + .0001) / 8) ** .5 = .015; cells of 3 (df 4)
+    assert s.pooled_std == pytest.approx(0.015) and s.pooled_df == 8
+    assert s.mde == pytest.approx((T975_4 + T80_4) * 0.015 * math.sqrt(2 / 3))
+    # a main effect pools 6 runs a side: df 10
+    eff = s.effects.set_index("factor")
+    assert eff.loc["A", "mde"] == pytest.approx((T975_10 + T80_10) * 0.015 * math.sqrt(2 / 6),
+                                                rel=1e-6)
+    hi = TABLE["A=hi,B=lo"] + TABLE["A=hi,B=hi"]
+    lo = TABLE["A=lo,B=lo"] + TABLE["A=lo,B=hi"]
+    diff, se, df, p = _welch(hi, lo)
+    assert p < 0.05 and eff.loc["A", "distinguishable"]
+    lo_ci = diff - student_t.ppf(0.975, df) * se
+    hi_ci = diff + student_t.ppf(0.975, df) * se
+    words = effect_sentences(s)
+    assert words[0] == (f"A=hi vs lo (main effect): +5.0 points [{100 * lo_ci:+.1f}, "
+                        f"{100 * hi_ci:+.1f}], distinguishable from noise (p={p:.3f})")
+    b = eff.loc["B"]
+    assert not b["distinguishable"]
+    assert words[1].startswith("B=hi vs lo (main effect): +3.0 points [") and \
+        f"not distinguishable from noise (p={b['p_value']:.3f}); these groups detect about " \
+        f"{100 * b['mde']:.1f} points" in words[1]
+    assert words[2].startswith("A=hi x B=hi: +2.0 points") and "not distinguishable" in words[2]
+    assert words[3] == ("Each test stands alone at 0.05: of 3 comparisons, about 0.15 would "
+                        "pass by chance even if nothing mattered.")
+    text = format_ablation(s)
+    assert "in words" in text and "notes" not in text  # nothing to note: no notes block
+
+
+def _history(cell: str, run: str, val_loss: list[float]) -> list[dict[str, Any]]:
+    return [{"run_id": run, "cell": cell, "seed": 0, "epoch": e + 1,
+             "train_loss": v * 0.9, "train_acc": 1.02 - 0.45 * v,
+             "val_loss": v, "val_acc": 1.0 - 0.5 * v} for e, v in enumerate(val_loss)]
+
+
+def test_cells_still_improving_are_flagged_train_longer_before_effects():
+    d = Design("one_at_a_time", {"A": ("lo", "hi")}, {"A": "lo"}, {"A": "hi"})
+    table = {"A=lo": [0.80, 0.82, 0.84], "A=hi": [0.85, 0.86, 0.88]}
+    flat = [2.0, 1.2, 0.9, 0.8, 0.75, 0.74, 0.74, 0.745, 0.74, 0.742, 0.741, 0.743]
+    falling = [2.0, 1.7, 1.5, 1.35, 1.2, 1.08, 0.97, 0.87, 0.78, 0.70, 0.63, 0.57]
+    hist = pd.DataFrame(_history("A=lo", "r1", flat) + _history("A=hi", "r2", falling))
+    runs = _runs(table).assign(diagnosis=None)
+    diag = diagnose_cells(runs, hist, d, num_classes=10, n_val=300)
+    got = diag.set_index("cell")
+    assert not got.loc["A=lo", "still_improving"]
+    assert got.loc["A=hi", "still_improving"]
+    s = analyze_ablation(runs, d, n_val=300, diagnosis=diag)
+    assert s.train_longer == ["A=hi"]
+    assert s.cells.set_index("cell").loc["A=hi", "flags"] == "train longer"
+    assert "read with care: A=hi still improving at the last epoch (train longer)" in \
+        effect_sentences(s)[0]
+    text = format_ablation(s)
+    warn = text.index("before reading the effects: still improving at the last epoch (train "
+                      "longer): A=hi")
+    assert warn < text.index("\neffect ")
+    # converged by the verdict, yet its validation loss is lowest at the last epoch: flagged
+    flat[-3:] = [0.741, 0.7395, 0.739]
+    hist = pd.DataFrame(_history("A=lo", "r1", flat))
+    row = diagnose_cells(runs, hist, d, 10, 300).set_index("cell").loc["A=lo"]
+    assert row["verdict"] != "not_converged" and row["still_improving"]
+    assert row["improving_why"].startswith("its mean validation loss is lowest at the last "
+                                           "epoch (12 of 12; it fell ")
+
+
 # ------------------------------------------------------------------ figure data
 def test_cell_bars_info_exact():
     cells = pd.DataFrame({
@@ -204,9 +341,18 @@ def test_cell_bars_info_exact():
         "ci_high": [0.875, math.nan, math.nan]})
     runs = pd.DataFrame({"cell": ["a=0", "a=0", "a=1", "a=1"], "state": [
         "COMPLETE", "COMPLETE", "COMPLETE", "FAIL"], "value": [0.25, 0.75, 0.75, math.nan]})
+    cells["flags"] = ["n<3", "n<3", ""]
+    # the axis: data .25-.75 and the interval's .875, padded by 8%: (.2, .925)
     assert _cell_bars_info(cells, runs, "best_val_acc") == CellBarsInfo(
         "best_val_acc", ("a=0", "a=1"), ("baseline", "a=1"), (0.5, 0.75), (0.375, 0.0),
-        (0.25, 0.0), (2, 1), (True, False), ((0.25, 0.75), (0.75,)))
+        (0.25, 0.0), (2, 1), (True, False), ((0.25, 0.75), (0.75,)), ("n<3", "n<3"),
+        (pytest.approx(0.2), pytest.approx(0.925)))
+    # an interval far wider than the data runs off the axis (1.5x the data's span at most);
+    # an accuracy's axis stays inside [0, 1], a loss's does not
+    cells.loc[0, ["ci_low", "ci_high"]] = [-3.0, 1.5]
+    assert _cell_bars_info(cells, runs, "best_val_acc").y_range == (0.0, 1.0)
+    lo, hi = _cell_bars_info(cells, runs, "best_val_loss").y_range
+    assert (lo, hi) == (pytest.approx(-0.5 - 0.08 * 2.0), pytest.approx(1.5 + 0.08 * 2.0))
 
 
 def test_effects_info_marks_helps_hurts_unclear_by_direction():
@@ -224,6 +370,35 @@ def test_effects_info_marks_helps_hurts_unclear_by_direction():
                               ("helps", "hurts", "unclear", "unclear"))
     # for a loss, lower is better: the same intervals read the other way round
     assert _effects_info(effects, inter, "best_val_loss", False).verdicts[:2] == ("hurts", "helps")
+
+
+def test_forest_plot_puts_p_values_beside_the_rows_never_on_markers():
+    effects = pd.DataFrame({
+        "label": ["x", "y"], "kind": ["alone", "alone"], "effect": [0.5, -0.25],
+        "ci_low": [0.25, -0.5], "ci_high": [0.75, 0.125], "p_value": [0.0104, 0.0004]})
+    fig = _draw_effects(_effects_info(effects, pd.DataFrame(), "best_val_acc", True, mde=0.3))
+    drawn = [t for t in fig.data if t.x and t.x[0] is not None]
+    assert [t.mode for t in drawn] == ["markers", "markers"] and all(t.text is None
+                                                                     for t in drawn)
+    assert list(fig.layout.yaxis.ticktext) == ["x  (p=0.010)", "y  (p <0.001)"]
+    assert fig.layout.yaxis.type == "category"
+    (band,) = fig.layout.shapes[:1]
+    assert (band.x0, band.x1) == (-0.3, 0.3)
+
+
+def test_report_omits_notes_when_there_are_none_and_reads_effects_first():
+    d = Design("one_at_a_time", {"A": ("lo", "hi")}, {"A": "lo"}, {"A": "hi"})
+    runs = _runs({"A=lo": [0.80, 0.82, 0.84], "A=hi": [0.85, 0.86, 0.88]})
+    stats = analyze_ablation(runs, d)
+    assert stats.notes == []
+    data = AblationData("a", runs.assign(diagnosis=None), pd.DataFrame(
+        columns=["run_id", "cell", "seed", "epoch", "train_loss", "train_acc", "val_loss",
+                 "val_acc"]))
+    keys = [sec.key for sec in build_ablation_sections(data, stats, d, [0, 1, 2])]
+    assert keys == ["overview", "cells", "reading", "effects", "interactions", "curves",
+                    "diagnosis"]
+    stats.notes.append("something")
+    assert build_ablation_sections(data, stats, d, [0, 1, 2])[-1].key == "notes"
 
 
 def test_interaction_info_exact():
@@ -366,6 +541,10 @@ def test_quick_digits_through_the_cli_logs_reports_and_resumes(tmp_path: Path, s
     assert "8 cells x 2 seeds = 16 runs, 0 already finished, 16 to run" in out
     assert "[16/16] cell-dropout=on,batch_norm=on,lr_schedule=constant-seed1" in out
     assert "dropout=on alone (vs baseline)" in out and "p (Welch)" in out
+    # honest at small n: 2 seeds flagged, the detectable difference stated, effects in words
+    assert "design       With 2 runs per cell" in out and "in words" in out
+    assert "2 runs per cell, fewer than 3 seeds" in out
+    assert "distinguishable from noise (p=" in out
     report = tmp_path / "dashboards" / "quick_digits" / "index.html"
     assert f"report       {Path('dashboards') / 'quick_digits' / 'index.html'}" in out
 
@@ -400,13 +579,17 @@ def test_quick_digits_through_the_cli_logs_reports_and_resumes(tmp_path: Path, s
     stats = json.loads(open(client.download_artifacts(summary.info.run_id,
                                                       "ablation/stats.json")).read())
     assert [c["n"] for c in stats["cells"]] == [2] * 8
+    assert all(0.0 <= c["ci_low"] <= c["ci_high"] <= 1.0 for c in stats["cells"])
+    assert all("n<3" in c["flags"] for c in stats["cells"])
+    assert stats["design"]["n_per_cell"] == 2 and stats["design"]["mde"] > 0
     full = next(c for c in stats["cells"] if c["label"] == "full")
     best = [r.data.metrics["best_val_acc"] for r in cells
             if r.data.tags["hpstudy.cell"] == full["cell"]]
     assert full["mean"] == pytest.approx(sum(best) / 2)
 
     page = report.read_text()
-    for section in ("overview", "cells", "effects", "interactions", "curves", "diagnosis"):
+    for section in ("overview", "cells", "reading", "effects", "interactions", "curves",
+                    "diagnosis", "notes"):
         assert f'<section id="{section}">' in page
     assert page.count('class="plotly-graph-div"') == 3  # cells, effects, curves
     assert "interactions need a full_factorial design" in page
@@ -469,3 +652,17 @@ def test_ddp_cells_train_in_child_processes_exactly_once_each(tmp_path: Path):
         n_val = int(r.data.params["data.n_val"])
         correct = r.data.metrics["val_acc"] * n_val
         assert n_val % 2 == 1 and abs(correct - round(correct)) < 1e-4
+
+
+def test_interval_coverage_benchmark_runs(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import ablation_intervals
+
+    rows = ablation_intervals.main(["--cells", "300", "--runs", "2", "3"])
+    assert "coverage / median" in capsys.readouterr().out
+    assert len(rows) == 2 * len(ablation_intervals.CASES)
+    # the interval hpstudy reports covers at least as often as the clipped t interval, and
+    # near its nominal 95% where the t interval alone falls short (2 runs near 100%)
+    for r in rows:
+        assert r["hpstudy"][0] >= r["t"][0] and r["hpstudy"][0] >= 0.9, r
+    assert min(r["t"][0] for r in rows if r["runs"] == 2) < 0.9

@@ -586,7 +586,8 @@ def test_summary_counts_and_compares_overfit_with_good_fit():
     assert d.loc["num_params", "effect"] == 1.0  # capacity is compared too
     text = format_text(table, s)
     assert "4 trials: good_fit 2, overfit 1, 1 without a verdict" in text
-    assert "overfit (1) vs good_fit (2)" in text
+    assert "overfit (n=1) vs good_fit (n=2)" in text
+    assert "caution: 1 overfit vs 2 good_fit: with fewer than 5 trials in a group" in text
     assert "why: validation loss rose" in text
     # advice names the trial's dropout against the two better trials' (lines wrapped)
     assert ("try: model.drop_rate is 0 here; the 2 best trials (#1, #2) use 0.4-0.5: raise "

@@ -6,7 +6,10 @@
   ``duration_s``, the user attrs (``mlflow_run_id``, ``diagnosis``,
   ``best_epoch``, ``num_params``, ``status``, ``fail_reason``, ``prune_reason``,
   ``num_classes``) and one column per hyperparameter under its dotted name
-  (``train.lr``...).
+  (``train.lr``...), holding the value the trial trained with: an
+  ``allow_zero`` entry's "off" decade (Optuna's coordinate below ``low``) is 0.
+- ``space``: each searched hyperparameter's :class:`ParamSpec` (kind, bounds,
+  log scale, choices, the ``allow_zero`` limit), for plots and the next round.
 - ``run_params``: each trial's full concrete config and data facts as logged
   to its MLflow run (``train.max_epochs``, ``data.n_val``...), values parsed.
 - ``histories``: the per-epoch records of every trial that has any, long
@@ -28,13 +31,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlparse
 
 import optuna
 import pandas as pd
 
 from .._urls import absolute_url
+from ..names import ATTR_ZERO_BELOW
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                    "epoch_time_s")
@@ -50,6 +54,87 @@ class StudyNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "study not found"
+
+
+class ParamSpec(NamedTuple):
+    """One searched hyperparameter as the study sampled it.
+
+    Attributes:
+        name: the dotted key (``train.lr``).
+        kind: ``float``, ``int`` or ``categorical``.
+        log: sampled on a log scale.
+        low, high: the bounds (None for categorical); for an ``allow_zero`` entry
+            ``low`` is the entry's own low (values below it were 0).
+        choices: the categorical choices (empty otherwise).
+        step: the step of a stepped entry (None otherwise).
+        zero_below: ``allow_zero``: Optuna values below this trained as exactly 0.
+    """
+
+    name: str
+    kind: str
+    log: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    step: float | None = None
+    zero_below: float | None = None
+
+
+def zero_below(study: optuna.Study) -> dict[str, float]:
+    """``allow_zero`` entries: param -> the low below which a sampled value means 0.
+
+    From the study's ``zero_below`` attr (written by the search), else the
+    explicit entries of the config stored with the study (an older study).
+    """
+    stored = study.user_attrs.get(ATTR_ZERO_BELOW)
+    if isinstance(stored, dict):
+        return {str(k): float(v) for k, v in stored.items()}
+    text = study.user_attrs.get(CONFIG_ATTR)
+    if not isinstance(text, str):
+        return {}
+    import yaml
+
+    try:
+        space = ((yaml.safe_load(text) or {}).get("search") or {}).get("space")
+    except (yaml.YAMLError, AttributeError):
+        return {}
+    out: dict[str, float] = {}
+    names = {n for t in study.get_trials(deepcopy=False) for n in t.params}
+    for key, spec in (space.items() if isinstance(space, dict) else ()):
+        if isinstance(spec, dict) and spec.get("allow_zero") and spec.get("low"):
+            # an alias (weight_decay) names the dotted key it ends (train.weight_decay)
+            for name in names:
+                if name == key or name.endswith("." + key):
+                    out[name] = float(spec["low"])
+    return out
+
+
+def param_space(study: optuna.Study, zero: dict[str, float] | None = None
+                ) -> dict[str, ParamSpec]:
+    """Each searched parameter's :class:`ParamSpec`, from the trials' distributions (the
+    latest trial that sampled it)."""
+    zero = zero_below(study) if zero is None else zero
+    out: dict[str, ParamSpec] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, d in t.distributions.items():
+            if isinstance(d, optuna.distributions.CategoricalDistribution):
+                out[name] = ParamSpec(name, "categorical", choices=tuple(d.choices))
+                continue
+            kind = "int" if isinstance(d, optuna.distributions.IntDistribution) else "float"
+            step = d.step if kind == "float" or d.step != 1 else None
+            z = zero.get(name)
+            out[name] = ParamSpec(name, kind, bool(d.log), z if z is not None else d.low,
+                                  d.high, (), step, z)
+    return dict(sorted(out.items()))
+
+
+def _effective_params(trials: pd.DataFrame, zero: dict[str, float]) -> None:
+    """An ``allow_zero`` entry's values below its low trained as exactly 0."""
+    for name, low in zero.items():
+        if name in trials.columns:
+            col = trials[name]
+            trials[name] = [0.0 if isinstance(v, int | float) and not isinstance(v, bool)
+                            and v < low else v for v in col]
 
 
 @dataclass
@@ -70,6 +155,7 @@ class StudyData:
             concrete config as flat dotted keys, plus ``data.n_val``...).
         metric: the study's objective metric (``search.metric`` of the stored config;
             ``val_acc`` when unknown).
+        space: each searched hyperparameter's :class:`ParamSpec`.
     """
 
     name: str
@@ -83,6 +169,7 @@ class StudyData:
     diagnoses: dict[int, dict[str, Any]] = field(default_factory=dict)
     run_params: dict[int, dict[str, Any]] = field(default_factory=dict)
     metric: str = "val_acc"
+    space: dict[str, ParamSpec] = field(default_factory=dict)
 
     def history(self, number: int) -> list[dict[str, Any]]:
         """One trial's per-epoch records as a list of dicts (what ``diagnose`` reads)."""
@@ -247,6 +334,8 @@ def collect(study_name: str, storage_url: str | optuna.storages.BaseStorage,
     """
     study = load_optuna_study(study_name, storage_url)
     trials, params = trials_frame(study)
+    zero = zero_below(study)
+    _effective_params(trials, zero)
     diagnoses = {t.number: t.user_attrs["diagnosis_detail"]
                  for t in study.get_trials(deepcopy=False)
                  if isinstance(t.user_attrs.get("diagnosis_detail"), dict)}
@@ -293,6 +382,7 @@ def collect(study_name: str, storage_url: str | optuna.storages.BaseStorage,
         diagnoses=diagnoses,
         run_params=run_params,
         metric=_study_metric(study),
+        space=param_space(study, zero),
     )
 
 

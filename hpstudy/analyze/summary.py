@@ -12,6 +12,9 @@ numeric ones by Cliff's delta (how often an overfit trial's value is above a
 good fit's, minus below; -1..1), categorical ones by the total variation
 distance between the two groups' value shares (0..1). Both are 0 when the
 groups do not differ and 1 when they do not overlap, so one column ranks them.
+A hyperparameter with one value across both groups (a constant ``num_params``)
+is left out. Below :data:`MIN_GROUP` trials in a group the comparison carries a
+caveat (:func:`comparison_caveat`) with the smallest p-value such groups allow.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ import pandas as pd
 from .advice import StudyContext, advise
 from .collect import StudyData
 from .diagnose import STATUSES, VERDICTS, Diagnosis, diagnose
+
+MIN_GROUP = 5
+"""Trials per group below which the overfit-vs-good_fit comparison is an anecdote: with
+fewer, one trial more or less flips a difference, and even groups that do not overlap
+at all are hard to tell from chance (3 vs 3: the smallest two-sided rank-test p is 0.1)."""
 
 EVIDENCE_COLUMNS = ("epochs", "best_epoch", "val_loss_min_epoch", "final_train_acc",
                     "best_val_acc", "gap", "val_loss_rise", "train_loss_slope", "noise",
@@ -213,6 +221,32 @@ def compare_groups(over: pd.DataFrame, good: pd.DataFrame, columns: list[str]) -
     return df.sort_values(["effect", "param"], ascending=[False, True], ignore_index=True)
 
 
+def _constant(over: pd.DataFrame, good: pd.DataFrame, col: str) -> bool:
+    """One value across both groups: nothing to compare."""
+    vals = {str(v) for v in [*over[col].tolist(), *good[col].tolist()]
+            if v is not None and not _isnan(v)}
+    return len(vals) <= 1
+
+
+def min_p_value(n1: int, n2: int) -> float:
+    """The smallest two-sided p-value a rank test (Mann-Whitney) can give two groups of
+    ``n1`` and ``n2``: groups that do not overlap at all, ``2 / C(n1 + n2, n1)``."""
+    if n1 < 1 or n2 < 1:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(n1 + n2, n1))
+
+
+def comparison_caveat(n_overfit: int, n_good_fit: int) -> str:
+    """A warning when a group is smaller than :data:`MIN_GROUP` (empty otherwise)."""
+    small = min(n_overfit, n_good_fit)
+    if small >= MIN_GROUP or small == 0:
+        return ""
+    p = min_p_value(n_overfit, n_good_fit)
+    return (f"{n_overfit} overfit vs {n_good_fit} good_fit: with fewer than {MIN_GROUP} trials "
+            f"in a group these differences are anecdotes, not evidence; even groups that do "
+            f"not overlap at all would give p = {p:.2g} at best (two-sided rank test)")
+
+
 def _isnan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
@@ -236,7 +270,8 @@ def summarize(table: pd.DataFrame, data: StudyData) -> StudyDiagnosis:
     merged = table[["number", "verdict"]].merge(data.trials, on="number", how="left")
     over = merged[merged["verdict"] == "overfit"]
     good = merged[merged["verdict"] == "good_fit"]
-    cols = [*data.param_names, "num_params"]
+    cols = [c for c in [*data.param_names, "num_params"] if c in merged.columns
+            and not _constant(over, good, c)]
     diffs = compare_groups(over, good, cols)  # empty unless both groups have a trial
     return StudyDiagnosis(counts=counts, undiagnosed=int(verdicts.isna().sum()),
                           n_overfit=len(over), n_good_fit=len(good), differences=diffs)
@@ -285,8 +320,13 @@ def format_text(table: pd.DataFrame, summary: StudyDiagnosis, width: int = 100) 
     else:
         lines.append(f"{total} trials, none with a verdict (no learning curve was recorded)")
     if summary.n_overfit and summary.n_good_fit:
-        lines.append(f"overfit ({summary.n_overfit}) vs good_fit ({summary.n_good_fit}), "
-                     "largest differences first (effect 0..1):")
+        lines.append(f"overfit (n={summary.n_overfit}) vs good_fit (n={summary.n_good_fit}), "
+                     "largest differences first (effect 0..1; hyperparameters with one value "
+                     "in both groups left out):")
+        caveat = comparison_caveat(summary.n_overfit, summary.n_good_fit)
+        if caveat:
+            lines.extend(textwrap.wrap(f"caution: {caveat}", width, initial_indent="  ",
+                                       subsequent_indent="  "))
         for d in summary.differences.to_dict("records"):
             lines.append(f"  {d['param']:28s} overfit {_cell(d['overfit']):>10s}  "
                          f"good_fit {_cell(d['good_fit']):>10s}  effect {d['effect']:.2f}  "

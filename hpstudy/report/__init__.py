@@ -2,7 +2,9 @@
 
 Public surface: :func:`report_study` (collect + write + log to MLflow),
 :func:`write_report`, :func:`render_html`, and the figures
-:func:`plot_learning_curves`, :func:`plot_gap`, :func:`plot_verdict_counts`.
+:func:`plot_learning_curves`, :func:`plot_gap`, :func:`plot_verdict_counts`, and the
+hyperparameter figures read from the values as trained: :func:`plot_slices` (one small
+figure per hyperparameter), :func:`plot_parallel`, :func:`plot_importances`.
 Ablation reports: :func:`write_ablation_report` and the figures
 :func:`plot_cell_bars`, :func:`plot_effects`, :func:`plot_interaction`,
 :func:`plot_cell_curves`. Imports only :mod:`hpstudy.analyze` from hpstudy (DESIGN.md).
@@ -25,7 +27,17 @@ from .figures import (
     plot_verdict_counts,
 )
 from .html import build_sections, report_study, write_report
-from .page import ARTIFACT_DIR, Section, badge, figure_section, kv_table, render_html, write_page
+from .page import (
+    ARTIFACT_DIR,
+    Section,
+    badge,
+    figure_section,
+    grid_section,
+    kv_table,
+    render_html,
+    write_page,
+)
+from .params import plot_importances, plot_parallel, plot_slices
 
 __all__ = [
     "plot_cell_bars",
@@ -46,6 +58,10 @@ __all__ = [
     "write_report",
     "badge",
     "figure_section",
+    "grid_section",
+    "plot_importances",
+    "plot_parallel",
+    "plot_slices",
     "kv_table",
     "write_page",
 ]

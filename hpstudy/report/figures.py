@@ -14,8 +14,11 @@ long per-epoch records with a ``trial`` column) and the table of
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -94,6 +97,7 @@ class TrialCurves(NamedTuple):
 class LearningCurvesInfo(NamedTuple):
     title: str
     curves: tuple[TrialCurves, ...]
+    loss_range: tuple[float, float] | None = None  # log10 units; None: every point fits
 
 
 def _series(rows: pd.DataFrame, key: str) -> Series:
@@ -108,6 +112,9 @@ def _learning_curves_info(histories: pd.DataFrame, numbers: list[int] | tuple[in
     """Train and validation loss/accuracy per epoch for the given trials (in order).
 
     Trials without any recorded epoch are left out; non-finite points are dropped.
+    The loss axis (log scale) is :func:`robust_range` of the losses' log10, fenced
+    above only: a diverged trial's 1e25 does not squash the other curves into one
+    line, and a training loss falling to 1e-4 stays in view.
     """
     missing = {"trial", "epoch", "train_loss", "val_loss", "train_acc", "val_acc"} - set(
         histories.columns)
@@ -123,7 +130,10 @@ def _learning_curves_info(histories: pd.DataFrame, numbers: list[int] | tuple[in
             n, labels.get(n, f"trial {n}"),
             *(_series(rows, k) for k in ("train_loss", "val_loss", "train_acc", "val_acc")),
         ))
-    return LearningCurvesInfo(title, tuple(curves))
+    logs = [math.log10(v) for c in curves for s in (c.train_loss, c.val_loss) for v in s.values
+            if v > 0]
+    return LearningCurvesInfo(title, tuple(curves),
+                              robust_range(logs, include_zero=False, side="upper"))
 
 
 def _draw_learning_curves(info: LearningCurvesInfo) -> go.Figure:
@@ -143,9 +153,34 @@ def _draw_learning_curves(info: LearningCurvesInfo) -> go.Figure:
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="loss", type="log", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", row=1, col=2)
+    if info.loss_range is not None:
+        lo, hi = info.loss_range
+        fig.update_yaxes(range=[lo, hi], row=1, col=1)
+        out = [(c.label, e, v) for c in info.curves for s in (c.train_loss, c.val_loss)
+               for e, v in zip(s.epochs, s.values, strict=True)
+               if v > 0 and not lo <= math.log10(v) <= hi]
+        if out:
+            _edge_markers(fig, out, lo, hi, log=True)
     fig.update_layout(title=f"{info.title} (solid: train, dashed: validation)", height=420,
                       margin={"t": 70})
     return fig
+
+
+def _edge_markers(fig: go.Figure, points: list[tuple[Any, int, float]], lo: float, hi: float,
+                  *, log: bool = False, col: int = 1) -> None:
+    """Points beyond an axis range: a triangle at the edge, the value on hover."""
+    def pos(v: float) -> float:
+        return math.log10(v) if log else v
+
+    edge = [(10 ** hi if log else hi) if pos(v) > hi else (10 ** lo if log else lo)
+            for *_, v in points]
+    fig.add_trace(go.Scatter(
+        x=[e for _, e, _ in points], y=edge, mode="markers", name="beyond the axis",
+        showlegend=not any(t.name == "beyond the axis" for t in fig.data), cliponaxis=False, customdata=[[who, v] for who, _, v in points],
+        marker={"symbol": ["triangle-up" if pos(v) > hi else "triangle-down"
+                           for *_, v in points], "size": 10, "color": "#000"},
+        hovertemplate="%{customdata[0]}, epoch %{x}: %{customdata[1]:.4g} (beyond the axis)"
+                      "<extra></extra>"), row=1, col=col)
 
 
 def plot_learning_curves(histories: pd.DataFrame, numbers: list[int] | tuple[int, ...],
@@ -166,6 +201,43 @@ class GapLine(NamedTuple):
 
 class GapInfo(NamedTuple):
     lines: tuple[GapLine, ...]
+    acc_range: tuple[float, float] | None = None  # None: every point fits (autorange)
+    loss_range: tuple[float, float] | None = None
+
+
+FENCE_IQR = 3.0
+"""Robust axes: a point more than this many interquartile ranges beyond the quartiles of
+all points (Tukey's "far out" fence) does not stretch the axis."""
+
+
+def robust_range(values: Sequence[float], k: float = FENCE_IQR, *,
+                 include_zero: bool = True, side: str = "both") -> tuple[float, float] | None:
+    """An axis range for the bulk of ``values`` (and 0), or None when none is far out.
+
+    ``side`` says which tail may be left out: ``both``, ``upper`` (log losses: a loss
+    falling towards 0 is a run memorizing its training set, worth seeing; only an
+    explosion is left out) or ``lower`` (gaps: a large positive gap is overfitting,
+    the point of the plot; a large negative one is an epoch-1 artifact).
+
+    Points beyond ``[q1 - k * iqr, q3 + k * iqr]`` (quartiles of every value) are
+    left outside: one epoch-1 loss gap of -16 would otherwise flatten lines that
+    move by tenths. The range is padded by 5% of its span.
+    """
+    v = np.asarray([x for x in values if _finite(x)], dtype=float)
+    if len(v) < 4:
+        return None
+    q1, q3 = np.percentile(v, [25, 75])
+    iqr = q3 - q1
+    lo_f = -math.inf if side == "upper" else q1 - k * iqr
+    hi_f = math.inf if side == "lower" else q3 + k * iqr
+    if iqr <= 0 or (v.min() >= lo_f and v.max() <= hi_f):
+        return None
+    inside = v[(v >= lo_f) & (v <= hi_f)]
+    lo, hi = float(inside.min()), float(inside.max())
+    if include_zero:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    pad = 0.05 * (hi - lo)
+    return (lo - pad, hi + pad)
 
 
 def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
@@ -173,7 +245,10 @@ def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
 
     Epochs where either gap is non-finite are dropped; trials are ordered by
     number. Diverged trials are left out: their losses (1e6 and up) would
-    flatten every other line, and their gap means nothing.
+    flatten every other line, and their gap means nothing. Each panel's axis
+    range is :func:`robust_range` of its points, fenced below only (None:
+    plotly's autorange): an epoch-1 gap of -16 is left off the axis, overfitting
+    never is.
     """
     verdicts = {int(n): _verdict(v) for n, v in zip(table["number"], table["verdict"],
                                                       strict=True)}
@@ -189,7 +264,9 @@ def _gap_info(histories: pd.DataFrame, table: pd.DataFrame) -> GapInfo:
             lines.append(GapLine(int(n), verdicts.get(int(n)), tuple(p[0] for p in pts),
                                  tuple(float(p[1]) for p in pts),
                                  tuple(float(p[2]) for p in pts)))
-    return GapInfo(tuple(lines))
+    return GapInfo(tuple(lines),
+                   robust_range([v for ln in lines for v in ln.acc_gap], side="lower"),
+                   robust_range([v for ln in lines for v in ln.loss_gap], side="lower"))
 
 
 def _draw_gap(info: GapInfo) -> go.Figure:
@@ -209,9 +286,18 @@ def _draw_gap(info: GapInfo) -> go.Figure:
             ), row=1, col=col)
         shown.add(name)
     fig.add_hline(y=0, line={"color": "#999", "width": 1, "dash": "dot"})
+    for col, rng, key in ((1, info.acc_range, "acc_gap"), (2, info.loss_range, "loss_gap")):
+        if rng is None:
+            continue
+        fig.update_yaxes(range=list(rng), row=1, col=col)
+        out = [(f"trial {ln.number}", e, y) for ln in info.lines
+               for e, y in zip(ln.epochs, getattr(ln, key), strict=True)
+               if not rng[0] <= y <= rng[1]]
+        if out:
+            _edge_markers(fig, out, *rng, col=col)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title="Generalization gap over epochs (one line per trial, coloured by "
-                            "verdict; diverged trials left out)", height=420, margin={"t": 70})
+    fig.update_layout(title="Generalization gap: a line per trial by verdict (diverged left "
+                            "out; triangles: beyond the axis)", height=420, margin={"t": 70})
     return fig
 
 

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 
 from ..analyze import StudyData, StudyDiagnosis, collect, diagnose_trials, summarize
 from ..analyze.fmt import number as fmt_number
+from ..analyze.summary import comparison_caveat
 from ..track import Tracker
 from .figures import (
     _selection_info,
@@ -34,9 +35,17 @@ from .page import (
     Section,
     badge,
     figure_section,
+    grid_section,
     kv_table,
     render_html,
     write_page,
+)
+from .params import (
+    IMPORTANCE_MIN_TRIALS,
+    importance_caveat,
+    plot_importances,
+    plot_parallel,
+    plot_slices,
 )
 
 _log = logging.getLogger("hpstudy")
@@ -73,15 +82,29 @@ def _optuna_sections_loud(data: StudyData) -> list[Section]:
             imp = list(optuna_importances(study))
         except Exception:  # noqa: BLE001 - too few completed trials to rank
             imp = []
-    pair = contour_params(data.param_names, imp)
+    # Optuna's contour reads search coordinates and quotes categories: past lr x batch
+    # size, it is drawn for numeric entries only, never an allow_zero one (0 would show as
+    # a tiny number)
+    plain = [p for p in data.param_names if p not in data.space or (
+        data.space[p].kind != "categorical" and data.space[p].zero_below is None)]
+    lr_batch = {"train.lr", "data.batch_size"} <= set(data.param_names)
+    pair = contour_params(data.param_names if lr_batch else plain, imp)
+    n_done = int(((data.trials["state"] == "COMPLETE") & data.trials["value"].notna()).sum())
+    caveat = importance_caveat(n_done, len(data.param_names))
+    warn = ' class="warn"' if n_done < IMPORTANCE_MIN_TRIALS else ""
     return [
         figure_section("history", "Optimization history",
                         lambda: ov.plot_optimization_history(study)),
+        # hpstudy's own: sample size and seed spread (importances), values as trained
+        # (parallel, slices), one card per parameter in a wrapping grid (slices)
         figure_section("importances", "Hyperparameter importances",
-                        lambda: ov.plot_param_importances(study)),
-        figure_section("parallel", "Parallel coordinates",
-                        lambda: ov.plot_parallel_coordinate(study)),
-        figure_section("slice", "Slice plots", lambda: ov.plot_slice(study), height=420),
+                       lambda: plot_importances(data),
+                       head=f"<p{warn}>{html.escape(caveat)}</p>"),
+        figure_section("parallel", "Parallel coordinates", lambda: plot_parallel(data)),
+        grid_section("slice", "Slice plots", lambda: plot_slices(data),
+                     head='<p class="caption">One panel per hyperparameter: every completed '
+                          "trial's value (as trained) against the objective; red stars: the "
+                          "best trial and any tied with it.</p>"),
         figure_section(
             "contour", "Contour: " + (" x ".join(pair) if pair else "lr x batch size"),
             (lambda: ov.plot_contour(study, params=list(pair))) if pair else
@@ -114,16 +137,46 @@ def _params_text(trials: pd.DataFrame, number: int, names: list[str]) -> str:
     return ", ".join(parts)
 
 
+def shared_advice(table: pd.DataFrame) -> dict[str, list[int]]:
+    """Advice lines given to two or more trials -> those trials, in first-seen order."""
+    seen: dict[str, list[int]] = {}
+    for r in table.to_dict("records"):
+        for a in dict.fromkeys(r["advice"]):
+            seen.setdefault(a, []).append(int(r["number"]))
+    return {a: ns for a, ns in seen.items() if len(ns) >= 2}
+
+
+def _numbers(ns: list[int]) -> str:
+    return ", ".join(f"#{n}" for n in ns[:12]) + (f" and {len(ns) - 12} more" if len(ns) > 12
+                                                   else "")
+
+
 def diagnosis_table_html(table: pd.DataFrame, data: StudyData) -> str:
-    """The per-trial diagnosis as an HTML table (verdict, evidence, advice, params)."""
+    """The per-trial diagnosis: advice shared by several trials listed once, then every
+    trial's verdict, evidence, own advice and hyperparameters, collapsed by default."""
+    shared = shared_advice(table)
+    tag = {a: f"A{i + 1}" for i, a in enumerate(shared)}
+    out = []
+    if shared:
+        out.append("<p>Advice given to several trials (once here; the table names it by "
+                   "number):</p><ul>")
+        out += [f"<li><b>{tag[a]}</b> ({len(ns)} trials: {_numbers(ns)}): {html.escape(a)}</li>"
+                for a, ns in shared.items()]
+        out.append("</ul>")
     head = ("trial", "state", "value", "verdict", "epochs", "best epoch", "val loss min",
             "train acc",
             "val acc", "gap", "val loss rise", "loss slope", "noise", "why and what to try",
             "hyperparameters")
-    out = ['<table class="diag"><thead><tr>', *(f"<th>{h}</th>" for h in head),
-           "</tr></thead><tbody>"]
+    out += [f"<details><summary>Per-trial details: {len(table)} trials (verdict, evidence, "
+            "advice, hyperparameters)</summary>",
+            '<div class="wide"><table class="diag"><thead><tr>',
+            *(f"<th>{h}</th>" for h in head), "</tr></thead><tbody>"]
     for r in table.to_dict("records"):
-        advice = "".join(f"<li>{html.escape(a)}</li>" for a in r["advice"])
+        own = [a for a in dict.fromkeys(r["advice"]) if a not in shared]
+        refs = [tag[a] for a in dict.fromkeys(r["advice"]) if a in shared]
+        advice = "".join(f"<li>{html.escape(a)}</li>" for a in own)
+        if refs:
+            advice += f"<li>shared advice {', '.join(refs)}</li>"
         cells = [
             str(r["number"]), html.escape(str(r["state"])), fmt_number(r["value"]),
             badge(r["verdict"]), fmt_number(r["epochs"]), fmt_number(r["best_epoch"]),
@@ -137,22 +190,29 @@ def diagnosis_table_html(table: pd.DataFrame, data: StudyData) -> str:
         ]
         out.append(f'<tr id="trial-{r["number"]}">' + "".join(f"<td>{c}</td>" for c in cells)
                    + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div></details>")
     return "".join(out)
 
 
 def summary_html(summary: StudyDiagnosis) -> str:
-    """Verdict counts in words and the overfit vs good_fit comparison table."""
+    """Verdict counts in words and the overfit vs good_fit comparison table, with each
+    group's size and a caveat when a group is small."""
     counts = ", ".join(f"{badge(v)} {n}" for v, n in summary.counts.items() if n) or "none"
     parts = [f"<p>Trials per verdict: {counts}"
              + (f", {summary.undiagnosed} without a verdict" if summary.undiagnosed else "")
              + "</p>"]
     if summary.n_overfit and summary.n_good_fit and len(summary.differences):
-        parts.append(f"<p>What sets the {summary.n_overfit} overfit trial(s) apart from the "
-                     f"{summary.n_good_fit} good fit(s), largest difference first (effect: "
-                     "0 = same, 1 = no overlap):</p>")
-        parts.append('<table class="diff"><thead><tr><th>hyperparameter</th><th>overfit</th>'
-                     "<th>good_fit</th><th>effect</th><th>reading</th></tr></thead><tbody>")
+        parts.append(f"<p>What sets the overfit trials (n={summary.n_overfit}) apart from the "
+                     f"good fits (n={summary.n_good_fit}), largest difference first (effect: "
+                     "0 = same, 1 = no overlap; hyperparameters with one value in both groups "
+                     "left out):</p>")
+        caveat = comparison_caveat(summary.n_overfit, summary.n_good_fit)
+        if caveat:
+            parts.append(f'<p class="warn">{html.escape(caveat[0].upper() + caveat[1:])}.</p>')
+        parts.append('<table class="diff"><thead><tr><th>hyperparameter</th>'
+                     f"<th>overfit (n={summary.n_overfit})</th>"
+                     f"<th>good_fit (n={summary.n_good_fit})</th><th>effect</th>"
+                     "<th>reading</th></tr></thead><tbody>")
         for d in summary.differences.to_dict("records"):
             parts.append(f"<tr><td>{html.escape(str(d['param']))}</td>"
                          f"<td>{html.escape(fmt_number(d['overfit']))}</td>"
@@ -166,22 +226,35 @@ def summary_html(summary: StudyDiagnosis) -> str:
     return "".join(parts)
 
 
+def _best_and_ties(data: StudyData) -> tuple[int | None, list[int]]:
+    """The best trial (ties to the lowest number, as Optuna's best_trial) and the trials
+    tied with its value."""
+    done = data.trials[(data.trials["state"] == "COMPLETE") & data.trials["value"].notna()]
+    if done.empty:
+        return None, []
+    best = done["value"].max() if data.direction == "maximize" else done["value"].min()
+    tied = sorted(int(n) for n in done.loc[done["value"] == best, "number"])
+    return tied[0], tied[1:]
+
+
 def _overview_html(data: StudyData, table: pd.DataFrame) -> str:
     states = data.trials["state"].value_counts().to_dict()
     state_txt = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "none"
     rows = [("study", html.escape(data.name)), ("direction", data.direction),
             ("trials", f"{len(data.trials)} ({state_txt})")]
-    done = data.trials[(data.trials["state"] == "COMPLETE") & data.trials["value"].notna()]
-    if len(done):
-        # stable sort with ties to the lowest number, as Optuna's best_trial
-        best = done.sort_values(["value", "number"],
-                                ascending=[data.direction == "minimize", True]).iloc[0]
-        n = int(best["number"])
+    n, ties = _best_and_ties(data)
+    if n is not None:
+        value = data.trials.loc[data.trials["number"] == n, "value"].iloc[0]
         verdict = table.loc[table["number"] == n, "verdict"]
-        rows.append(("best trial", f'<a href="#trial-{n}">{n}</a>: value {fmt_number(best["value"])} '
+        rows.append(("best trial", f'<a href="#trial-{n}">{n}</a>: value {fmt_number(value)} '
                                    f'{badge(verdict.iloc[0] if len(verdict) else None)}'))
         rows.append(("best hyperparameters",
                      html.escape(_params_text(data.trials, n, data.param_names)) or "-"))
+        if ties:
+            rows.append((f"tied at {fmt_number(value)}", "<br>".join(
+                f'<a href="#trial-{t}">{t}</a>: '
+                + html.escape(_params_text(data.trials, t, data.param_names))
+                for t in ties)))
     if data.parent_run_id:
         rows.append(("MLflow study run", html.escape(data.parent_run_id)))
     return kv_table(rows)

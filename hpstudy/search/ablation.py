@@ -37,6 +37,7 @@ from ..analyze.ablation import (
     Design,
     analyze_ablation,
     collect_ablation,
+    diagnose_cells,
     search_ablation_runs,
     stats_json,
 )
@@ -398,7 +399,10 @@ def run_ablation(plan: AblationPlan, *, tracking_uri: str | None = None,
 
     data = collect_ablation(tracker.uri, tracker.experiment_id, plan.name, plan.spec.metric,
                             expected=plan.hashes())
-    stats = analyze_ablation(data.runs, plan.design, plan.spec.metric)
+    diagnosis = diagnose_cells(data.runs, data.histories, plan.design, data.num_classes,
+                               data.n_val)
+    stats = analyze_ablation(data.runs, plan.design, plan.spec.metric, n_val=data.n_val,
+                             diagnosis=diagnosis)
     if data.stale:
         stats.notes.append(f"{data.stale} earlier run(s) of this ablation outside the current "
                            "plan (other seeds or cells, or a changed config) were left out")

@@ -27,6 +27,7 @@ from ..names import (
     ATTR_FAIL_REASON,
     ATTR_PARENT_RUN,
     ATTR_RUN_ID,
+    ATTR_ZERO_BELOW,
     KILLED,
     TAG_NOTE,
 )
@@ -170,6 +171,10 @@ def connect(cfg: StudyConfig, storage: str | None = None, tracking_uri: str | No
         study.set_user_attr(ATTR_PARENT_RUN, parent)
     if ATTR_CONFIG not in study.user_attrs:
         study.set_user_attr(ATTR_CONFIG, cfg.to_yaml())
+    # readers (dashboards, hpstudy diagnose --next) show an "off" value as the 0 it trained
+    zero = {k: p.low for k, p in resolve_space(cfg.search.space).items() if p.allow_zero}
+    if zero and study.user_attrs.get(ATTR_ZERO_BELOW) != zero:
+        study.set_user_attr(ATTR_ZERO_BELOW, zero)
     recover_dead_trials(study, store, tracker, parent)
     return StudySession(cfg, study, store, storage_url, tracker, parent)
 
