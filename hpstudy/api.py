@@ -63,7 +63,9 @@ def preflight(cfg: StudyConfig, *, storage: str | None = None, tracking_uri: str
         ConfigError: naming the flag, field or variable the URL came from, and the cause.
     """
     from ._stores import check_storage, check_tracking
+    from .train.device import check_device_options
 
+    check_device_options(cfg, source)  # a device option this machine cannot honour: exit 2
     if optuna_store:
         check_storage(*store_origin(storage, cfg.storage, STORAGE_ENV, DEFAULT_STORAGE,
                                     "--storage", "storage", source))
@@ -227,14 +229,14 @@ def train(cfg: StudyConfig, tracking_uri: str | None = None,
         hooks: extra epoch hooks (e.g. printing each epoch as it ends).
     """
     from .track import Tracker, tracked_run
-    from .train import execute
+    from .train import execute, uses_gpu
 
     tracker = Tracker(cfg.tracking_uri(tracking_uri), cfg.tracking.experiment or cfg.name,
                       cfg.tracking.artifact_location)
     name = time.strftime("train-%Y%m%d-%H%M%S")
     try:
         with tracked_run(tracker, name, tags={TAG_KIND: KIND_TRAIN, TAG_STUDY: cfg.name},
-                         params=trial_params(cfg)) as run:
+                         params=trial_params(cfg), gpu_metrics=uses_gpu(cfg)) as run:
             result = execute(cfg, [run.log_epoch, *(hooks or [])], label=f"{cfg.name}-{name}",
                              on_failure_log=run.log_artifact)
             _keep_checkpoint(tracker, run.id, result, cfg)

@@ -34,6 +34,8 @@ PARAM_NUM_PARAMS = "model.num_params"
 # test-time augmentation (train.tta): separate metrics, never replacing the plain ones
 TTA_SUFFIX = "_tta"
 TTA_METRICS = ("val_acc_tta", "val_loss_tta", "test_acc_tta", "test_loss_tta")
+METRIC_COMPILE_TIME = "compile_time_s"  # torch.compile's time in the fit (not in epoch_time_s)
+METRIC_GPU_PEAK_MEMORY = "gpu_peak_memory_mb"  # most CUDA memory the trial's process allocated
 
 # ------------------------------------------------------------------ states
 COMPLETE, PRUNED, FAIL, KILLED, RUNNING = "COMPLETE", "PRUNED", "FAIL", "KILLED", "RUNNING"

@@ -141,3 +141,5 @@ OPTIMIZERS = (
 SCHEDULERS = ("constant", "step", "multistep", "cosine", "onecycle", "plateau", "exponential")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "nsga2")
 PRUNERS = ("median", "percentile", "sha", "hyperband", "none")
+# torch.compile modes (train.compile: true is "default")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

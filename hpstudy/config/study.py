@@ -34,6 +34,7 @@ from ..names import (
     TRACKING_ENV,
 )
 from ._base import (
+    COMPILE_MODES,
     OPTIMIZERS,
     PRUNERS,
     SAMPLERS,
@@ -310,6 +311,16 @@ class TrainConfig(Strict):
     # train each trial in its own process: a segfault or OOM kill fails only that
     # trial; costs the imports of a fresh process (seconds). DDP trials always do.
     isolate: bool = False
+    # device options (README "Fast training on GPUs"); checked against this machine
+    # before training by hpstudy.train.device.check_device_options
+    channels_last: bool = False  # NHWC weights and batches: faster convolutions on tensor cores
+    # torch.compile of the network: true (mode "default") or a mode; compiled once per
+    # architecture, options and input shape in a process, its time logged as compile_time_s
+    compile: bool | str = False
+    # float32 matmuls and convolutions: highest (exact fp32, torch's default), high (TF32 on
+    # NVIDIA GPUs, ~1e-3 relative error), medium (bf16 passes)
+    matmul_precision: Literal["highest", "high", "medium"] = "highest"
+    cudnn_benchmark: bool = False  # time cuDNN's convolution algorithms once per input shape
 
     @field_validator("limit_train_batches", "limit_val_batches")
     @classmethod
@@ -329,6 +340,20 @@ class TrainConfig(Strict):
             raise ValueError(f"scheduler.values starts at {values[0]:g} but train.lr is "
                              f"{self.lr:g}: the first value is the starting lr; make them equal")
         return self
+
+    @model_validator(mode="after")
+    def _benchmark_not_deterministic(self) -> TrainConfig:
+        if self.cudnn_benchmark and self.deterministic:
+            raise ValueError("cudnn_benchmark: true picks convolution algorithms by timing them, "
+                             "which deterministic: true rules out: turn one of them off")
+        return self
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, v: Any) -> Any:
+        if isinstance(v, bool) or v in COMPILE_MODES:
+            return v
+        raise ValueError(f"must be true, false or a torch.compile mode ({', '.join(COMPILE_MODES)})")
 
     @field_validator("devices")
     @classmethod

@@ -74,7 +74,7 @@ from ..names import (
 )
 from ..track import Tracker, tracked_run
 from ..track.run import failure_reason
-from ..train import FitResult, execute, release_memory
+from ..train import FitResult, execute, release_memory, uses_gpu
 from .study import end_status
 
 SUMMARY_KIND = KIND_ABLATION_SUMMARY  # hpstudy.kind of the run holding statistics and report
@@ -334,7 +334,7 @@ def _train_run(plan: AblationPlan, tracker: Tracker, parent: str, cell: Cell,
     name = run_name(cell.id, seed)
     try:
         with tracked_run(tracker, name, tags=tags, params=trial_params(cfg),
-                         parent_id=parent) as run:
+                         parent_id=parent, gpu_metrics=uses_gpu(cfg)) as run:
             result = execute(cfg, [run.log_epoch], label=f"{plan.name}-{name}",
                              on_failure_log=run.log_artifact)
             attrs = run.record(result, cfg)

@@ -30,7 +30,7 @@ from ..names import (
 from ..track import registry as _registry
 from ..track import tracked_run, trial_tags
 from ..track.run import failure_reason
-from ..train import FitResult, checkpoint_from_fit, execute, release_memory
+from ..train import FitResult, checkpoint_from_fit, execute, release_memory, uses_gpu
 from . import space as _space
 from .storage import fail_trial, record_owner
 
@@ -113,7 +113,8 @@ class Objective:
         record_owner(s.storage, s.study.study_name, n)  # a rerun can tell when it died
         tcfg = self.cfg.concrete(_space.suggest(trial, self.space), source=f"trial {n}")
         with tracked_run(s.tracker, trial_run_name(n), tags=trial_tags(self.cfg.name, n),
-                         params=trial_params(tcfg), parent_id=s.parent_run_id) as run:
+                         params=trial_params(tcfg), parent_id=s.parent_run_id,
+                         gpu_metrics=uses_gpu(tcfg)) as run:
             trial.set_user_attr(ATTR_RUN_ID, run.id)
             result = execute(tcfg, [run.log_epoch, self._reporter(trial)],
                              label=f"{self.cfg.name}-{trial_run_name(n)}",

@@ -51,10 +51,17 @@ _log = logging.getLogger("hpstudy")
 
 
 def failure_reason(exc: BaseException) -> str:
-    """One line for a run that ended with ``exc`` (``interrupted: SIGTERM``, ``ValueError: ...``)."""
+    """One line for a run that ended with ``exc`` (``interrupted: SIGTERM``, ``ValueError: ...``).
+
+    An exception that carries its own recorded line in a ``fail_reason``
+    attribute (``out_of_memory: ...``, see :mod:`hpstudy.train.memory`) gives it as is.
+    """
     stop = interruption(exc)
     if stop is not None:
         return stop.reason
+    own = getattr(exc, "fail_reason", None)
+    if isinstance(own, str) and own:
+        return own[:1000]
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
@@ -83,6 +90,7 @@ class TrackedRun:
     def __init__(self, tracker: Tracker, run_id: str):
         self.tracker, self.id = tracker, run_id
         self.state: str | None = None  # set when the run has ended
+        self.monitor: Any | None = None  # MLflow's system-metrics monitor (GPU runs)
 
     @property
     def ended(self) -> bool:
@@ -119,6 +127,7 @@ class TrackedRun:
             summary[METRIC_BEST_VAL_LOSS] = result.best["val_loss"]
             summary[METRIC_BEST_EPOCH] = result.best_epoch
         summary.update(result.test or {})
+        summary.update(getattr(result, "metrics", None) or {})  # compile time, GPU memory
         t.log_metrics(self.id, summary, step=result.best_epoch or 0)
         t.log_text(self.id, cfg.to_yaml(), "config.yaml")
         t.log_text(self.id, history_csv(result.history), "history.csv")
@@ -153,6 +162,9 @@ class TrackedRun:
         """Tag the final state and terminate the run (idempotent)."""
         if self.ended:
             return
+        if self.monitor is not None:  # its last samples go in before the run ends
+            monitor, self.monitor = self.monitor, None
+            monitor.finish()
         self.tracker.end_run(self.id, state, tags)
         self.state = state
 
@@ -181,8 +193,12 @@ class TrackedRun:
 
 @contextmanager
 def tracked_run(tracker: Tracker, name: str, *, tags: dict[str, Any],
-                params: dict[str, Any], parent_id: str | None = None) -> Iterator[TrackedRun]:
+                params: dict[str, Any], parent_id: str | None = None,
+                gpu_metrics: bool = False) -> Iterator[TrackedRun]:
     """Start a run (name, tags, params; nested under ``parent_id``) and always close it.
+
+    ``gpu_metrics``: the run trains on a CUDA GPU; log its utilization and memory
+    while the run is open (:mod:`hpstudy.track.system`).
 
     Yields:
         The :class:`TrackedRun`. Leaving the block by an exception or a signal
@@ -190,6 +206,10 @@ def tracked_run(tracker: Tracker, name: str, *, tags: dict[str, Any],
         normally without :meth:`TrackedRun.record` ends it FAIL.
     """
     run = TrackedRun(tracker, tracker.start_run(name, tags, params, parent_id=parent_id))
+    if gpu_metrics:
+        from .system import start_gpu_monitor
+
+        run.monitor = start_gpu_monitor(run.id, tracker.uri)
     try:
         yield run
     except BaseException as e:

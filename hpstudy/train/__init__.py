@@ -4,7 +4,7 @@ Public surface: :func:`execute` (in-process or child-process training of one
 concrete config), :func:`fit` (the in-process fit it uses), :class:`FitResult`,
 :func:`needs_process`, :class:`TrialProcessError`, :class:`ClassifierModule`,
 :func:`build_datamodule`, :func:`build_module`, :func:`build_trainer`, and the
-checkpoint helpers.
+checkpoint helpers; the device options (:mod:`.device`) and memory (:mod:`.memory`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..names import HISTORY_KEYS
 from .checkpoint import checkpoint_from_fit, read_checkpoint, save_checkpoint
 from .child import TrialProcessError, death_reason, run_in_child
+from .device import check_device_options, resolve_accelerator, uses_gpu
 from .execute import device_count, execute, gpu_count, needs_process, release_memory
 from .fit import (
     EpochHook,
@@ -21,6 +22,7 @@ from .fit import (
     build_trainer,
     fit,
 )
+from .memory import OutOfMemory
 from .module import ClassifierModule
 from .optim import build_optimizer, build_scheduler, optimizer_params, split_decay_params
 
@@ -29,12 +31,14 @@ __all__ = [
     "ClassifierModule",
     "EpochHook",
     "FitResult",
+    "OutOfMemory",
     "TrialProcessError",
     "build_datamodule",
     "build_module",
     "build_optimizer",
     "build_scheduler",
     "build_trainer",
+    "check_device_options",
     "checkpoint_from_fit",
     "death_reason",
     "device_count",
@@ -45,7 +49,9 @@ __all__ = [
     "optimizer_params",
     "read_checkpoint",
     "release_memory",
+    "resolve_accelerator",
     "run_in_child",
     "save_checkpoint",
     "split_decay_params",
+    "uses_gpu",
 ]

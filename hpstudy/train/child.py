@@ -71,6 +71,7 @@ class TrialProcessError(RuntimeError):
     def __init__(self, reason: str, returncode: int | None = None):
         super().__init__(reason)
         self.returncode = returncode
+        self.fail_reason: str | None = None  # set when the child's reason is recorded as is
 
 
 # ------------------------------------------------------------------ messages
@@ -269,7 +270,10 @@ def _serve(listener: Listener, proc: subprocess.Popen, key: bytes,
         return result
     returncode = proc.wait()
     if message is not None and message.get("kind") == "error":
-        raise TrialProcessError(str(message.get("reason")), returncode)
+        error = TrialProcessError(str(message.get("reason")), returncode)
+        if message.get("as_is"):  # e.g. out_of_memory: recorded without this class's name
+            error.fail_reason = str(message.get("reason"))
+        raise error
     log_text = log_path.read_text(encoding="utf-8", errors="replace")[-20000:]
     raise TrialProcessError(death_reason(returncode, log_text), returncode)
 
@@ -322,7 +326,7 @@ def is_global_zero() -> bool:
 def result_message(result: Any) -> dict[str, Any]:
     """The parts of a :class:`FitResult` the parent records (no module, no data)."""
     keys = ("history", "status", "monitor", "mode", "best_epoch", "best", "reason", "test",
-            "num_params", "data_info", "duration_s", "checkpoint_path", "validated")
+            "num_params", "data_info", "duration_s", "checkpoint_path", "validated", "metrics")
     return {"kind": "final", "result": {k: getattr(result, k) for k in keys}}
 
 
@@ -343,10 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         result = fit(cfg, hooks=[link])
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then exit 1
         if is_global_zero():
-            reason = f"{type(e).__name__}: {e}"[:1000]
+            own = getattr(e, "fail_reason", None)  # a reason made to be recorded as is
+            reason = (own if isinstance(own, str) and own else f"{type(e).__name__}: {e}")[:1000]
             traceback.print_exc()
             try:
-                link.finish({"kind": "error", "reason": reason})
+                link.finish({"kind": "error", "reason": reason, "as_is": bool(own)})
             except OSError:
                 pass  # the parent is gone or never listened: the exit code speaks
         return 1

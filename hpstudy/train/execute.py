@@ -10,7 +10,6 @@ process would re-run the whole command once per rank (optuna #3281, #4835).
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,9 @@ from pathlib import Path
 from ..config import StudyConfig
 from .child import run_in_child
 from .fit import EpochHook, FitResult, fit
+from .memory import release_memory
+
+__all__ = ["device_count", "execute", "gpu_count", "needs_process", "release_memory"]
 
 _SPAWNING_STRATEGIES = ("ddp", "fsdp", "deepspeed")
 
@@ -86,15 +88,3 @@ def execute(
     if needs_process(cfg):
         return run_in_child(cfg, hooks, label=label, on_failure_log=on_failure_log)
     return fit(cfg, hooks)
-
-
-def release_memory() -> None:
-    """Collect garbage and give cached GPU memory back (after a run's objects are dropped)."""
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort between runs
-        pass

@@ -28,7 +28,16 @@ from .._proc import Interrupted, interruption
 from ..config import StudyConfig
 from ..data import ImageDataModule
 from ..models import model_info
-from ..names import COMPLETE, CURVE_KEYS, FAIL, PRUNED
+from ..names import (
+    COMPLETE,
+    CURVE_KEYS,
+    FAIL,
+    METRIC_COMPILE_TIME,
+    METRIC_GPU_PEAK_MEMORY,
+    PRUNED,
+)
+from .device import CompileClock, check_device_options, configure_process, prepare_network
+from .memory import OOM_ERRORS, MemoryProbe, OutOfMemory, oom_reason, release_memory
 from .module import ClassifierModule
 from .transfer import load_init_weights
 from .tta import evaluate_tta
@@ -72,6 +81,8 @@ class FitResult:
     checkpoint_path: str | None = None
     checkpoint: dict[str, Any] | None = None
     validated: bool = True  # False: no validation split (data.val_split: 0)
+    # summary facts of the device: compile_time_s (compiled), gpu_peak_memory_mb (CUDA)
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def value(self) -> float | None:
@@ -114,8 +125,11 @@ class _EpochRecorder(Callback):
     """Builds the history once per epoch, keeps the best weights, runs the hooks."""
 
     def __init__(self, hooks: Sequence[EpochHook], monitor: str, mode: str,
-                 select: str = "best", validates: bool = True):
+                 select: str = "best", validates: bool = True,
+                 excluded: Callable[[], float] | None = None):
         self.hooks, self.monitor, self.mode = list(hooks), monitor, mode
+        # seconds of the epoch not to count in epoch_time_s (compiling: CompileClock)
+        self.excluded = excluded
         # select "last": the final weights are the ones kept (no copy per epoch);
         # without validation an epoch is recorded when its training ends
         self.select, self.validates = select, validates
@@ -173,7 +187,8 @@ class _EpochRecorder(Callback):
         record: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
         record.update(dict(zip(CURVE_KEYS, values, strict=True)))
         record["lr"] = self._lr
-        record["epoch_time_s"] = time.perf_counter() - self._t0
+        record["epoch_time_s"] = time.perf_counter() - self._t0 - (
+            self.excluded() if self.excluded is not None else 0.0)
         self.history.append(record)
 
         watched = ("train_loss", "val_loss") if self.validates else ("train_loss",)
@@ -280,21 +295,42 @@ def fit(
         The :class:`FitResult`; the module holds the best epoch's weights.
 
     Raises:
-        Whatever training raises (out of memory, a crash): the caller records it.
+        ConfigError: a device option this machine cannot honour (before training).
+        OutOfMemory: the device ran out of memory; its ``fail_reason`` names the
+            batch size that would fit. The device's memory is released first.
+        Whatever else training raises (a crash): the caller records it.
     """
+    probe = MemoryProbe()
+    try:
+        return _fit(cfg, hooks, monitor, mode, probe)
+    except OOM_ERRORS as e:
+        reason = oom_reason(e, probe, batch_size=cfg.data.batch_size,
+                            eval_batch_size=cfg.data.eval_batch_size, device=probe.device)
+    # out of the handler: the error's traceback (the fit's frames and tensors) is gone
+    release_memory()
+    raise OutOfMemory(reason)
+
+
+def _fit(cfg: StudyConfig, hooks: Sequence[EpochHook], monitor: str | None, mode: str | None,
+         probe: MemoryProbe) -> FitResult:
     start = time.perf_counter()
     monitor = monitor or cfg.search.metric
     mode = mode or ("max" if cfg.direction == "maximize" else "min")
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
+    check_device_options(cfg, "trial config", space=False)
+    configure_process(cfg)
     pl.seed_everything(t.seed, workers=False, verbose=False)
 
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
+    clock = CompileClock() if prepare_network(module, cfg) else None
     validates = dm.has_val
-    recorder = _EpochRecorder(hooks, monitor, mode, select=t.select, validates=validates)
-    callbacks: list[Callback] = [recorder]
+    recorder = _EpochRecorder(hooks, monitor, mode, select=t.select, validates=validates,
+                              excluded=clock.take_epoch if clock is not None else None)
+    device_callbacks: list[Callback] = [probe] + ([clock] if clock is not None else [])
+    callbacks: list[Callback] = [*device_callbacks, recorder]
     if t.early_stopping.enabled:
         es = t.early_stopping
         callbacks.append(EarlyStopping(
@@ -331,7 +367,7 @@ def fit(
         module.load_state_dict(recorder.best_state)
     test = None
     if t.evaluate_test and status in ("completed", "early_stopped") and dm.has_test:
-        test_trainer = build_trainer(cfg, [], limit_test_batches=None)
+        test_trainer = build_trainer(cfg, device_callbacks, limit_test_batches=None)
         out = test_trainer.test(module, datamodule=dm, verbose=False)
         test = {k: float(v) for k, v in (out[0] if out else {}).items()}
     if t.tta != "none" and status in ("completed", "early_stopped"):
@@ -356,4 +392,16 @@ def fit(
         module=module,
         datamodule=dm,
         validated=validates,
+        metrics=_device_metrics(clock, probe),
     )
+
+
+def _device_metrics(clock: CompileClock | None, probe: MemoryProbe) -> dict[str, float]:
+    """``compile_time_s`` when compiled, ``gpu_peak_memory_mb`` on a CUDA device."""
+    out: dict[str, float] = {}
+    if clock is not None:
+        out[METRIC_COMPILE_TIME] = round(clock.total_s, 3)
+    peak = probe.peak_bytes()
+    if peak is not None:
+        out[METRIC_GPU_PEAK_MEMORY] = round(peak / 2**20, 1)
+    return out
