@@ -94,7 +94,8 @@ def run(study: str | Path | StudyConfig, *, overrides: dict[str, Any] | None = N
             applied like ``--set``.
         n_trials: trials to run now (default ``search.n_trials``).
         timeout: seconds after which no new trial starts.
-        workers: trials in parallel, one process each (default ``search.workers``).
+        workers: trials in parallel, one process each (default ``search.workers``, else one
+            per trial slot of this machine: GPUs x ``search.trials_per_gpu``).
         storage: Optuna storage URL (argument > study file > $HPSTUDY_STORAGE > default).
         tracking_uri: MLflow URI (argument > study file > $MLFLOW_TRACKING_URI > default).
         progress: show the progress bar and one line per trial.
@@ -125,6 +126,7 @@ def run_config(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float 
                report: bool | None = None) -> Any:
     """:func:`run` for a loaded config (what ``hpstudy run`` calls)."""
     from .search import run_parallel, run_study
+    from .search.placement import plan_workers
 
     start = time.perf_counter()
     if progress:
@@ -134,7 +136,9 @@ def run_config(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float 
             print(line, flush=True)
     kwargs: dict[str, Any] = dict(n_trials=n_trials, timeout=timeout, storage=storage,
                                   tracking_uri=tracking_uri, progress=progress)
-    n_workers = workers or cfg.search.workers
+    # --workers > search.workers > one per trial slot (GPUs x trials_per_gpu), never more
+    # workers than trials; too many for the GPUs is a ConfigError before anything is written
+    n_workers = len(plan_workers(cfg, workers, limit=n_trials or cfg.search.n_trials))
     if n_workers > 1:
         summary = run_parallel(cfg, workers=n_workers, **kwargs)
     else:

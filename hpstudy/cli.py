@@ -262,7 +262,12 @@ def run(
     timeout: TimeoutOpt = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", metavar="N", min=1,
-        help="Trials in parallel on this machine, one process each (default: search.workers).")
+        help="Trials in parallel on this machine, one process each (default: search.workers, "
+             "else one per trial slot: GPUs x trials per GPU).")
+    ] = None,
+    trials_per_gpu: Annotated[int | None, typer.Option(
+        "--trials-per-gpu", metavar="K", min=1,
+        help="One-GPU trials run at once on each GPU (search.trials_per_gpu; default 1).")
     ] = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
@@ -277,7 +282,8 @@ def run(
         # the first line comes before torch, Lightning and MLflow are imported (seconds)
         typer.echo(f"loading      {study} (torch, Lightning, MLflow) ...")
         sys.stdout.flush()
-        cfg = load_checked(study, set_)
+        per_gpu = [f"search.trials_per_gpu={trials_per_gpu}"] if trials_per_gpu else []
+        cfg = load_checked(study, [*(set_ or []), *per_gpu])
         from .api import preflight, run_config
 
         preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=study)

@@ -34,6 +34,7 @@ def test_schema_of_the_device_options():
     t = cfg.train
     assert (t.channels_last, t.compile, t.matmul_precision, t.cudnn_benchmark) == (
         False, False, "highest", False)  # nothing that changes numerics is on by default
+    assert cfg.search.trials_per_gpu == 1 and cfg.search.workers is None
     for value, mode in [(True, "default"), (False, None), ("max-autotune", "max-autotune")]:
         assert dev.compile_mode(cfg.concrete({"train.compile": value}).train.compile) == mode
     bad = [({"compile": "fast"}, "train.compile: must be true, false or a torch.compile mode"),

@@ -26,7 +26,6 @@ from optuna.trial import TrialState
 
 from hpstudy.config import from_dict
 from hpstudy.search import connect, get_storage, needs_process, open_study, run_study
-from hpstudy.search.parallel import device_shares
 from hpstudy.search.storage import GRACE_ENV, HEARTBEAT_ENV, trial_id
 from hpstudy.train.child import death_reason, last_error_line
 from hpstudy.train.execute import device_count
@@ -112,13 +111,7 @@ def test_devices_and_shares():
     assert needs_process(cfg.with_overrides({"train.isolate": True}))
     assert needs_process(cfg.with_overrides({"train.strategy": "ddp_spawn"}))
     assert needs_process(cfg.with_overrides({"train.devices": 2}))
-    # GPUs: disjoint round-robin sets, shared when workers outnumber them
-    assert device_shares(2, 4, 16) == [{"CUDA_VISIBLE_DEVICES": "0,2"},
-                                       {"CUDA_VISIBLE_DEVICES": "1,3"}]
-    assert [s["CUDA_VISIBLE_DEVICES"] for s in device_shares(3, 2, 16)] == ["0", "1", "0"]
-    # CPU: threads split
-    assert device_shares(2, 0, 16)[1] == {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8"}
-    assert device_shares(4, 0, 2)[0]["OMP_NUM_THREADS"] == "1"
+    # how workers share GPUs and cores: tests/test_placement.py
 
 
 # ----------------------------------------------------------------------- DDP

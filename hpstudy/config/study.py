@@ -406,7 +406,10 @@ class SearchConfig(Strict):
     # a preset name, or entries {dotted.key: SearchParam}; key `preset` merges a preset first
     space: str | dict[str, Any] = "course"
     enqueue: list[dict[str, Any]] = Field(default_factory=list)  # trials to run first
-    workers: int = Field(1, ge=1)
+    # worker processes on this machine; None: one per trial slot (GPUs x trials_per_gpu, or
+    # GPUs // train.devices), and trials_per_gpu on the CPU (hpstudy.search.placement)
+    workers: int | None = Field(None, ge=1)
+    trials_per_gpu: int = Field(1, ge=1)  # concurrent one-GPU trials per GPU (small models)
 
     @model_validator(mode="after")
     def _direction(self) -> SearchConfig:

@@ -11,10 +11,10 @@ shared by the workers of this machine (a lock-protected integer), so T tickets
 give T finished trials, never T + workers - 1 as a stop-after-the-fact callback
 (Optuna's ``MaxTrialsCallback``) would.
 
-Devices: with GPUs each worker sees its share through ``CUDA_VISIBLE_DEVICES``
-(round-robin; several workers share a GPU when there are more workers than
-GPUs); on the CPU the cores are split (``OMP_NUM_THREADS`` and
-``torch.set_num_threads``).
+Devices: :mod:`~hpstudy.search.placement` pins each worker to its GPU(s)
+through ``CUDA_VISIBLE_DEVICES`` (round robin, at most ``search.trials_per_gpu``
+one-GPU trials per GPU, trials of several GPUs on GPUs of their own) and gives
+it its share of the CPU cores (``OMP_NUM_THREADS`` and ``torch.set_num_threads``).
 
 A worker that dies mid-trial (segfault, OOM kill) takes its trial with it: the
 parent records that trial as FAIL with the exit status as ``fail_reason``,
@@ -42,8 +42,9 @@ from optuna.trial import TrialState
 from .._proc import Interrupted, interruption, trap_signals
 from ..config import StudyConfig
 from ..names import ATTR_RUN_ID
-from ..train import death_reason, gpu_count
+from ..train import death_reason
 from .objective import Objective
+from .placement import plan_workers
 from .progress import Progress
 from .storage import fail_trial, mark_run_failed
 from .study import (
@@ -75,28 +76,6 @@ class WorkerSpec:
     deadline: float | None  # time.time() after which no trial starts
     tickets: Any  # mp.Value("i"): trials left to start on this machine (-1: no limit)
     current: Any  # mp.Array("i"): each worker's trial number, or _IDLE / _CLAIMED (ticket taken)
-
-
-def device_shares(workers: int, n_gpus: int, n_cpus: int) -> list[dict[str, str]]:
-    """Environment for each worker: its GPUs, or its share of the CPU threads.
-
-    Args:
-        workers: number of worker processes.
-        n_gpus: GPUs on this machine (0: CPU only).
-        n_cpus: CPU cores on this machine.
-
-    Returns:
-        One dict of environment variables per worker.
-    """
-    if n_gpus > 0:
-        if workers <= n_gpus:  # each worker gets a disjoint set, round-robin
-            groups = [list(range(n_gpus))[i::workers] for i in range(workers)]
-        else:  # more workers than GPUs: they share, evenly
-            groups = [[i % n_gpus] for i in range(workers)]
-        return [{"CUDA_VISIBLE_DEVICES": ",".join(map(str, g))} for g in groups]
-    threads = max(1, n_cpus // workers)
-    return [{"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-            for _ in range(workers)]
 
 
 # ------------------------------------------------------------------ worker side
@@ -264,7 +243,8 @@ def run_parallel(
 
     Args:
         cfg: the study config.
-        workers: worker processes on this machine.
+        workers: worker processes on this machine (placed by
+            :func:`~hpstudy.search.placement.plan_workers`; too many is a ConfigError).
         n_trials: trials to run now across all workers (default ``search.n_trials``);
             exactly this many finish (resuming adds this many more).
         timeout: no trial starts after this many seconds.
@@ -273,6 +253,8 @@ def run_parallel(
         progress: show the progress bar.
     """
     start = time.perf_counter()
+    # before anything is written: more workers than fit is exit 2, never oversubscription
+    placements = plan_workers(cfg, workers)
     session = connect(cfg, storage, tracking_uri)  # the parent run exists before the workers
     study = session.study
     n = n_trials if n_trials is not None else cfg.search.n_trials
@@ -281,11 +263,10 @@ def run_parallel(
     tickets = ctx.Value("i", _NO_LIMIT if n is None else n)
     current = ctx.Array("i", [-1] * workers)
     deadline = None if t is None else time.time() + t
-    n_gpus = gpu_count() if cfg.train.accelerator in ("auto", "gpu", "cuda") else 0
-    envs = device_shares(workers, n_gpus, os.cpu_count() or 1)
-    threads = None if n_gpus else int(envs[0]["OMP_NUM_THREADS"])
-    specs = [WorkerSpec(i, cfg.to_yaml(), session.storage_url, session.tracker.uri, threads,
-                        deadline, tickets, current) for i in range(workers)]
+    envs = [p.env for p in placements]
+    specs = [WorkerSpec(i, cfg.to_yaml(), session.storage_url, session.tracker.uri,
+                        placements[i].threads, deadline, tickets, current)
+             for i in range(workers)]
     seen = {t.number for t in study.get_trials(deepcopy=False, states=_FINISHED)}
     before = {t.number for t in study.get_trials(deepcopy=False)}
     bar = Progress(n, cfg.search.metric, enabled=progress)

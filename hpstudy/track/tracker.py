@@ -112,6 +112,9 @@ def run_environment() -> dict[str, str]:
             tags["mlflow.source.git.commit"] = commit
     except (OSError, subprocess.SubprocessError):
         pass
+    # a parallel worker's GPU(s) and threads (hpstudy.search.placement)
+    if os.environ.get("HPSTUDY_PLACEMENT"):
+        tags["hpstudy.placement"] = os.environ["HPSTUDY_PLACEMENT"]
     import torch
 
     tags["hpstudy.torch"] = torch.__version__
