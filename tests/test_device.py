@@ -23,7 +23,7 @@ from hpstudy.search import get_storage, run_study
 from hpstudy.track.run import failure_reason
 from hpstudy.train import OutOfMemory, TrialProcessError, fit
 from hpstudy.train import device as dev
-from hpstudy.train.memory import largest_fitting_batch, oom_reason
+from hpstudy.train.memory import MemoryProbe, largest_fitting_batch, oom_reason
 
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's refusals")
 
@@ -172,14 +172,31 @@ def test_out_of_memory_in_a_real_fit_becomes_a_reason_with_a_smaller_batch():
 
 
 def test_the_advice_from_measured_memory():
-    gib = 2**30
+    gib, mib = 2**30, 2**20
     # 10 GiB usable of which 90% planned: (9 - 1) GiB / 64 MiB per image = 128 images
-    assert largest_fitting_batch(10 * gib, 1 * gib, 64 * 2**20) == 128
-    assert largest_fitting_batch(1 * gib, 2 * gib, 2**20) == 0
+    assert largest_fitting_batch(10 * gib, 1 * gib, 64 * mib) == 128
+    assert largest_fitting_batch(1 * gib, 2 * gib, mib) == 0
+    cuda = torch.device("cuda", 0)
+    probe = MemoryProbe()
+    probe.stage, probe.measured = "training", {"training": (1 * gib, 64 * mib)}
+    assert oom_reason(_oom(), probe, batch_size=512, eval_batch_size=None, device=cuda,
+                      available=10 * gib) == (
+        "out_of_memory: training at data.batch_size 512 (Tried to allocate 2.00 GiB); measured "
+        "64.0 MiB per image and 1.00 GiB fixed (weights, optimizer, data) against 10.00 GiB "
+        "this trial could use: data.batch_size <= 128 fits (128 as a power of two)")
+    # the measurement says it fits: someone else holds the memory
+    assert oom_reason(_oom(), probe, batch_size=64, eval_batch_size=None, device=cuda,
+                      available=10 * gib).endswith(
+        "which should fit 128: other processes on this GPU took the rest; lower "
+        "search.trials_per_gpu or try data.batch_size <= 32")
+    probe.measured = {"training": (12 * gib, mib)}
+    assert "not even one image fits" in oom_reason(_oom(), probe, batch_size=8,
+                                                   eval_batch_size=None, device=cuda,
+                                                   available=10 * gib)
     assert oom_reason(_oom("CUDA out of memory."), None, batch_size=100,
-                      eval_batch_size=None, device=torch.device("cuda", 0)) == (
-        "out_of_memory: training at data.batch_size 100; the error came before a training "
-        "step was measured: try data.batch_size <= 50")
+                      eval_batch_size=None, device=cuda) == (
+        "out_of_memory: training at data.batch_size 100; nothing was measured: try "
+        "data.batch_size <= 50")
 
 
 def test_a_failed_childs_own_reason_is_recorded_as_is():
