@@ -405,6 +405,10 @@ def ablate(
 
         plan = load_ablation(ablation, set_)
         check_data(plan)  # a missing data set is exit 2 before any run is written
+        from .train.device import check_device_options
+
+        for cfg in plan.configs.values():  # so is a device option this machine cannot honour
+            check_device_options(cfg, ablation, space=False)
         check_tracking(plan.tracking_uri(tracking_uri),
                        "--tracking-uri" if tracking_uri else f"{ablation}: tracking URI")
         s = run_ablation(plan, tracking_uri=tracking_uri,

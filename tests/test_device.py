@@ -75,6 +75,18 @@ def test_cpu_refuses_what_cannot_work_with_exit_2_before_anything_is_written(
 
 
 @CPU_ONLY
+def test_ablate_refuses_too(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    ablation = Path(__file__).resolve().parents[1] / "studies/ablations/quick_digits.yaml"
+    code, _, err = run_cli("ablate", str(ablation), "--set", "train.precision=16-mixed",
+                           "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                           monkeypatch=monkeypatch, cwd=tmp_path, capsys=capsys)
+    assert code == 2 and "train.precision: 16-mixed (float16 autocast) needs a CUDA GPU" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@CPU_ONLY
 def test_compile_without_a_cxx_compiler_is_refused_naming_the_field(monkeypatch):
     cfg = from_dict(tiny_study("nocxx", train={"compile": True}))
     dev.check_device_options(cfg)  # gcc is here
@@ -146,6 +158,21 @@ def test_compile_key_changes_with_what_the_graphs_depend_on_only():
         assert dev.compile_key(module, cfg.concrete(change)) != key, change
     other = type("M", (), {"hparams": {**module.hparams, "model": {"arch": "mlp"}}})()
     assert dev.compile_key(other, cfg) != key
+
+
+def test_nothing_about_gpus_is_logged_on_the_cpu(tmp_path):
+    from hpstudy.api import train
+    from hpstudy.track.system import start_gpu_monitor
+
+    cfg = from_dict(tiny_study("cpu-metrics", train={"max_epochs": 1}))
+    assert dev.uses_gpu(cfg) is (torch.cuda.is_available())
+    uri = f"sqlite:///{tmp_path}/m.db"
+    outcome = train(cfg, uri)
+    keys = set(MlflowClient(uri).get_run(outcome.run_id).data.metrics)
+    if not torch.cuda.is_available():
+        assert not [k for k in keys if k.startswith(("system/", "gpu_", "compile"))], keys
+        # asked anyway (no NVML here): no monitor, no error, the run goes on
+        assert start_gpu_monitor(outcome.run_id, uri) is None
 
 
 # ------------------------------------------------------------------ out of memory
