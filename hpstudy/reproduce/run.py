@@ -190,7 +190,7 @@ def _train(tracker: Any, plan: ReproductionPlan, cell: Cell, seed: int) -> str |
     """Train one (cell, seed) into its own run; returns a failure reason or None."""
     from ..track import tracked_run
     from ..track.run import failure_reason
-    from ..train import execute
+    from ..train import execute, uses_gpu
 
     cfg = plan.configs[(cell.id, seed)]
     tags = {TAG_KIND: KIND_REPRODUCTION, TAG_CELL: cell.id, TAG_SEED: seed,
@@ -199,7 +199,8 @@ def _train(tracker: Any, plan: ReproductionPlan, cell: Cell, seed: int) -> str |
             "hpstudy.paper_error_pct": cell.error_pct}
     name = run_name(cell.id, seed)
     try:
-        with tracked_run(tracker, name, tags=tags, params=trial_params(cfg)) as run:
+        with tracked_run(tracker, name, tags=tags, params=trial_params(cfg),
+                         gpu_metrics=uses_gpu(cfg)) as run:
             result = execute(cfg, [run.log_epoch], label=f"reproduce-{name}",
                              on_failure_log=run.log_artifact)
             run.record(result, cfg)

@@ -59,7 +59,7 @@ from ..names import (
     trial_run_name,
 )
 from ..track import Tracker, tracked_run
-from ..train import FitResult, execute
+from ..train import FitResult, execute, uses_gpu
 from .storage import get_storage
 
 _FIXED_VALIDATION = ("svhn_extra",)  # dataset options whose protocol fixes the validation split
@@ -241,7 +241,7 @@ def run_refit(plan: RefitPlan, storage_url: str, tracking_uri: str,
     if plan.trial_run_id:
         tags[TAG_SOURCE_RUN] = plan.trial_run_id
     with tracked_run(tracker, plan.run_name, tags=tags, params=trial_params(cfg),
-                     parent_id=plan.parent_run_id) as run:
+                     parent_id=plan.parent_run_id, gpu_metrics=uses_gpu(cfg)) as run:
         result = execute(cfg, [run.log_epoch, *hooks], label=f"{plan.study}-{plan.run_name}",
                          on_failure_log=run.log_artifact)
         attrs = run.record(result, cfg)
