@@ -1,7 +1,8 @@
 """The ``hpstudy`` command line: thin; parses, calls one function, prints.
 
 Exit codes: 0 success, 2 bad study file / flag / data (one message naming the
-file and field, before anything is written), 1 any other failure.
+file and field, before anything is written), 3 a guided stage stopped by its
+rule (``hpstudy guide``), 1 any other failure.
 """
 
 from __future__ import annotations
@@ -262,6 +263,68 @@ def train(
 
 
 @app.command()
+def guide(
+    study: StudyArg,
+    budget_epochs: Annotated[float | None, typer.Option(
+        "--budget-epochs", min=1, help="Total training epochs of all stages (default: "
+                                       "guide.budget_epochs, else search.n_trials x "
+                                       "train.max_epochs).")] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    set_: SetOpt = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the guide's page at the end.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Guided tuning: learn anything, learn everything, learn the right thing (three linked
+    studies <study>/1-anything, /2-everything, /3-right-thing). A stage that fails its rule
+    stops the guide with its diagnosis and advice (exit 3); rerunning resumes there."""
+
+    def go():
+        cfg = load_checked(study, set_)
+        from .api import preflight, run_guide_plan
+        from .guide import plan_guide
+
+        plan = plan_guide(cfg, study, budget_epochs)
+        preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=study)
+        summary = run_guide_plan(plan, storage=storage, tracking_uri=tracking_uri,
+                                 progress=not quiet, report=False if no_report else None,
+                                 echo=typer.echo)
+        _print_guide(summary)
+        if summary.stopped is not None:
+            raise typer.Exit(3)
+
+    _guard(go)
+
+
+def _print_guide(s) -> None:
+    from .guide import fmt_overrides
+    from .guide.budget import fmt_epochs, fmt_split
+
+    typer.echo("")
+    spent = f"{fmt_epochs(s.used)} of {fmt_epochs(s.budget)} epochs ({fmt_split(s.spent)})"
+    if s.stopped is not None:
+        r = s.stopped
+        typer.echo(f"stopped      {s.name}: stage {r.stage} failed its rule after {spent}")
+        typer.echo(f"why          {r.line}")
+        if r.diagnosis:
+            typer.echo(f"diagnosis    {r.diagnosis}")
+        for i, a in enumerate(r.advice):
+            typer.echo(f"{'advice' if i == 0 else '':12s} - {a}")
+        typer.echo(f"resume       change what the advice says (--set ..., the study file) and "
+                   f"rerun: accepted stages are kept, {r.stage} continues")
+    else:
+        last = s.stages[-1]
+        typer.echo(f"guide        {s.name}: 3 stages accepted; {spent} in {s.duration_s:.1f}s")
+        typer.echo(f"best value   {last.value:.4f} ({last.study}, trial {last.winner})")
+        typer.echo(f"best config  {fmt_overrides(s.final)} (over the study file)")
+        typer.echo(f"best run     {last.parent_run_id} holds guide_config.yaml")
+    typer.echo(f"optuna       {s.storage}")
+    typer.echo(f"mlflow       {s.tracking_uri}   (experiment {s.experiment}; open with: hpstudy ui)")
+    if s.report_path:
+        typer.echo(f"dashboard    {s.report_path}")
+
+
+@app.command()
 def ablate(
     ablation: Annotated[str, typer.Argument(help="Ablation file (YAML), e.g. studies/ablations/quick_digits.yaml.")],
     tracking_uri: TrackingOpt = None,
@@ -403,6 +466,8 @@ def report(
     """Write the study's dashboard, <report.dir>/<study>/index.html (self-contained, offline)."""
 
     def go():
+        if _report_guide(study, storage, tracking_uri, out, no_log):
+            return
         cfg, url, uri = _study_to_read(study, storage, tracking_uri)
         from .analyze import StudyNotFoundError
         from .report import report_study
@@ -415,6 +480,59 @@ def report(
         typer.echo(f"dashboard    {path}")
 
     _guard(go)
+
+
+def _report_guide(study: str, storage: str | None, tracking_uri: str | None,
+                  out: str | None, no_log: bool) -> bool:
+    """Write the guide's page when STUDY names a guided study; True when it was the only study.
+
+    A study file or name with stage studies (``<name>/1-anything``...) gets
+    ``<report.dir>/<name>/guide/index.html``; a plain study of the same name
+    gets its own dashboard too.
+    """
+    from .analyze import guide_stages
+    from .names import ATTR_GUIDE_CONFIG, GUIDE_STAGES, stage_study_name
+    from .search import get_storage
+
+    if Path(study).is_file() or study.endswith((".yaml", ".yml")):
+        from .config import load_study
+
+        cfg = load_study(study)
+        name, url, uri, out_dir = (cfg.name, cfg.storage_url(storage),
+                                   cfg.tracking_uri(tracking_uri), cfg.report.dir)
+    else:
+        from .config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, load_yaml_text
+
+        name = study
+        url = storage or os.environ.get("HPSTUDY_STORAGE") or DEFAULT_STORAGE
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        out_dir = "dashboards"
+        if not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists():
+            import optuna
+
+            try:  # the stored study file says where its reports and runs go
+                first = optuna.load_study(study_name=stage_study_name(name, GUIDE_STAGES[0]),
+                                          storage=get_storage(url))
+                stored = load_yaml_text(first.user_attrs.get(ATTR_GUIDE_CONFIG) or "") or {}
+                out_dir = (stored.get("report") or {}).get("dir") or out_dir
+                uri = tracking_uri or (stored.get("tracking") or {}).get("uri") or uri
+            except KeyError:
+                pass
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return False  # nothing stored there yet; the plain path says so
+    if not guide_stages(name, get_storage(url)):
+        return False
+    from .report import report_guide
+
+    path = report_guide(name, url, uri, out or out_dir, log_artifact=not no_log)
+    typer.echo(f"guide        {path}")
+    import optuna
+
+    try:
+        optuna.load_study(study_name=name, storage=get_storage(url))
+    except KeyError:
+        return True  # a guided study only
+    return False
 
 
 @app.command()

@@ -27,6 +27,7 @@ from ..names import (
     ATTR_BEST_EPOCH,
     ATTR_DIAGNOSIS,
     ATTR_DIAGNOSIS_DETAIL,
+    ATTR_EPOCHS,
     ATTR_NUM_PARAMS,
     ATTR_PRUNE_REASON,
     ATTR_STATUS,
@@ -120,6 +121,7 @@ class TrackedRun:
         t.log_text(self.id, cfg.to_yaml(), "config.yaml")
         t.log_text(self.id, history_csv(result.history), "history.csv")
         attrs: dict[str, Any] = {ATTR_BEST_EPOCH: result.best_epoch,
+                                 ATTR_EPOCHS: len(result.history),
                                  ATTR_NUM_PARAMS: result.num_params, ATTR_STATUS: result.status,
                                  **(result.test or {})}
         all_tags: dict[str, Any] = dict(tags or {})
