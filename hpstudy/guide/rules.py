@@ -17,8 +17,9 @@ run (at most 3, at most a third of them), as measured during training.
   none does, capacity or training length is the problem.
 * 3-right-thing: a complete trial's validation follows its training
   (diagnosis ``good_fit``, ``not_converged`` or ``underfit``: not ``overfit``,
-  ``unstable``, ``diverged``) and its objective is at least stage 2's winner's;
-  the best such trial wins.
+  ``unstable``, ``diverged``) and its objective is at least stage 2's winner's,
+  less one binomial standard error of the validation set for an accuracy; the
+  best such trial wins.
 
 Pure functions of plain records: nothing here trains or reads a store.
 """
@@ -30,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..analyze.diagnose import ADVICE
+from ..analyze.diagnose import ADVICE, binomial_se
 from ..names import (
     ATTR_DIAGNOSIS_DETAIL,
     ATTR_GUIDE_OVERRIDES,
@@ -56,6 +57,7 @@ class TrialView:
     train_acc: float | None = None
     val_acc: float | None = None
     num_classes: int | None = None
+    n_val: int | None = None
     epochs: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)
     part: str | None = None
@@ -72,7 +74,9 @@ class TrialView:
             number=t.number, state=t.state.name, value=value, verdict=detail.get("verdict"),
             reason=detail.get("reason", ""), advice=tuple(detail.get("advice", ())),
             train_acc=_num(ev.get("final_train_acc")), val_acc=_num(ev.get("best_val_acc")),
-            num_classes=ev.get("num_classes"), epochs=trial_epochs(attrs, t.intermediate_values),
+            num_classes=ev.get("num_classes"),
+            n_val=ev.get("n_val") if isinstance(ev.get("n_val"), int) else None,
+            epochs=trial_epochs(attrs, t.intermediate_values),
             overrides=dict(attrs.get(ATTR_GUIDE_OVERRIDES) or {}),
             part=attrs.get(ATTR_GUIDE_PART), run_id=attrs.get(ATTR_RUN_ID),
         )
@@ -245,6 +249,11 @@ def judge_right_thing(trials: Sequence[TrialView], *, baseline: float | None,
                       metric: str = "val_acc") -> Judgement:
     """Stage 3: validation follows training, at least as well as stage 2's winner.
 
+    "As well" allows the noise of the validation set: an accuracy one binomial
+    standard error below stage 2's (on the trials' validation images) still
+    counts. Stage 2's value is the best of its trials, picked after the fact;
+    a regularized trial one image short of it has not lost anything.
+
     Args:
         trials: the stage's trials (both parts).
         baseline: stage 2's winning objective value (None: no floor).
@@ -253,17 +262,27 @@ def judge_right_thing(trials: Sequence[TrialView], *, baseline: float | None,
         metric: the study metric's name.
     """
     done = complete(trials)
-    floor = f"{metric} >= stage 2's {baseline:.4f}" if baseline is not None and maximize else (
-        f"{metric} <= stage 2's {baseline:.4f}" if baseline is not None else "")
+    n_val = next((t.n_val for t in trials if t.n_val), None)
+    slack = 0.0
+    if baseline is not None and metric.endswith("acc") and n_val:
+        slack = binomial_se(baseline, n_val)
+    floor_value = None if baseline is None else (baseline - slack if maximize
+                                                 else baseline + slack)
+    floor = ""
+    if baseline is not None:
+        floor = (f"{metric} {'>=' if maximize else '<='} stage 2's {baseline:.4f}"
+                 + (f" - {slack:.4f} (one standard error on {n_val} validation images)"
+                    if slack else ""))
     rule = (f"validation follows training (diagnosis {', '.join(FOLLOWS)}: not overfit, "
             f"unstable or diverged)" + (f" and {floor}" if floor else "")
             + f"; the best such trial by {metric} wins")
     target = floor or "a trial whose validation follows training"
     reach = [t for t in done if t.value is not None and (
-        baseline is None or not _better(baseline, t.value, maximize))]
+        floor_value is None or not _better(floor_value, t.value, maximize))]
     passing = [t for t in reach if t.verdict in FOLLOWS]
     top = best(done, maximize)
     evidence: dict[str, Any] = {"baseline": baseline, "baseline_trial": baseline_trial,
+                                "floor": floor_value, "n_val": n_val,
                                 "best_value": top.value if top else None,
                                 "best_trial": top.number if top else None,
                                 "best_verdict": top.verdict if top else None,
@@ -283,7 +302,9 @@ def judge_right_thing(trials: Sequence[TrialView], *, baseline: float | None,
         return Judgement(True, rule, target, evidence, line, winner=winner)
     if not reach:
         line = (f"regularization cost accuracy: the best trial (#{top.number}) reached "
-                f"{top.value:.4f}, below stage 2's {baseline:.4f}" if top and baseline is not None
+                f"{top.value:.4f}, below stage 2's {baseline:.4f}"
+                + (f" less its noise ({floor_value:.4f})" if slack else "")
+                if top and baseline is not None
                 else f"no trial completed ({_counts(trials)})")
         advice = ["Search weaker regularization (narrower guide.right_thing.space ranges) or "
                   "train longer (guide.right_thing.epochs): the regularized trials stayed "

@@ -340,6 +340,15 @@ class Guide:
                   objective=lambda s: GuideObjective(s, base, part), callbacks=[stop])
         return stop
 
+    def _at_least_one(self, stage: str, allowance: float) -> float:
+        """``allowance``, raised to one trial when the budget still leaves one trial to
+        each later stage (the lr range test can eat a small first share)."""
+        per = self.plan.epochs(stage)
+        later = sum(self.plan.epochs(s) for s in STAGES[STAGES.index(stage) + 1:])
+        if allowance < per and self.budget.left - later >= per:
+            return float(per)
+        return allowance
+
     def _views(self, stage: str, part: str | None = None) -> list[rules.TrialView]:
         study = _load(self.store, self.study_name(stage))
         if study is None:
@@ -415,7 +424,7 @@ class Guide:
             session.study.set_user_attr(ATTR_GUIDE_LR_RANGE, lr.to_dict())
             self.budget.add(stage, lr.epochs)
             _log_lr_range(session, lr)
-        allowance = share - (lr.epochs if self._fresh_lr else 0.0)
+        allowance = self._at_least_one(stage, share - (lr.epochs if self._fresh_lr else 0.0))
         done = len(self._views(stage))
         self._part(part, base, allowance, max(0, a.trials - done))
         views = self._views(stage)

@@ -454,20 +454,38 @@ def stage2_part(plan: GuidePlan, carry: StudyConfig) -> StagePart:
              "train.optimizer": SearchParam(type="categorical", choices=list(ev.optimizers)),
              "train.lr": _log_entry(lo, hi)}
     first: dict[str, Any] = {"train.optimizer": ev.optimizers[0], "train.lr": _clip(lr1, (lo, hi))}
-    if WIDTH_SCALE in plan.capacity and 1.0 in (plan.capacity[WIDTH_SCALE].choices or []):
-        first[WIDTH_SCALE] = 1.0
-    for key, p in plan.capacity.items():
-        current = _current(carry, key)
-        if p.type == "categorical" and current in (p.choices or []):
-            first[key] = current
+    enqueue = [{**first, **step} for step in growth(plan.capacity, carry)] or [first]
     settings = {**REG_OFF, "train.max_epochs": plan.epochs("2-everything"),
                 "train.evaluate_test": False}
     what = (f"width x {plan.capacity[WIDTH_SCALE].choices} of {', '.join(knobs)}"
             if WIDTH_SCALE in plan.capacity else ", ".join(plan.capacity))
-    return StagePart("2-everything", PART_SEARCH, space, [first], settings, {}, transform,
+    return StagePart("2-everything", PART_SEARCH, space, enqueue, settings, {}, transform,
                      "none", f"capacity ({what}), optimizer {list(ev.optimizers)}, lr "
                              f"{lo:.3g}..{hi:.3g}; regularization off, "
                              f"{plan.epochs('2-everything')} epochs")
+
+
+def growth(capacity: dict[str, SearchParam], carry: StudyConfig) -> list[dict[str, Any]]:
+    """Stage 2's first trials: capacity grown step by step from the study file's ("grow
+    capacity until the training set is fit"), with stage 1's optimizer and lr.
+
+    ``guide.width_scale`` goes through its factors from 1 up; a categorical
+    entry goes through its choices in the order listed (small to large), from
+    the current value on (several entries step together). Ranges are left to
+    the sampler.
+    """
+    cats = {k: list(p.choices or []) for k, p in capacity.items() if p.type == "categorical"}
+    if WIDTH_SCALE in cats:  # discovered: the only capacity entry
+        scales = sorted(cats[WIDTH_SCALE])
+        return [{WIDTH_SCALE: x} for x in ([x for x in scales if x >= 1.0] or scales[-1:])]
+    if not cats:
+        return []
+    start = {}
+    for k, choices in cats.items():
+        current = _current(carry, k)
+        start[k] = choices.index(current) if current in choices else 0
+    n = max(len(c) - start[k] for k, c in cats.items())
+    return [{k: c[min(start[k] + i, len(c) - 1)] for k, c in cats.items()} for i in range(n)]
 
 
 def _current(cfg: StudyConfig, key: str) -> Any:
@@ -476,7 +494,7 @@ def _current(cfg: StudyConfig, key: str) -> Any:
         if not isinstance(node, dict) or p not in node:
             return None
         node = node[p]
-    return tuple(node) if isinstance(node, list) else node
+    return list(node) if isinstance(node, tuple) else node
 
 
 def stage3_search_part(plan: GuidePlan, carry: StudyConfig) -> StagePart:
@@ -484,11 +502,32 @@ def stage3_search_part(plan: GuidePlan, carry: StudyConfig) -> StagePart:
     prefix = {"train.optimizer": "adamw"} if carry.train.optimizer == "adam" else {}
     settings = {"train.max_epochs": plan.epochs("3-right-thing")}
     pruner = plan.cfg.to_dict()["search"]["pruner"]
-    return StagePart("3-right-thing", PART_SEARCH, dict(plan.regularizers), [], settings,
-                     prefix, dict, pruner,
+    return StagePart("3-right-thing", PART_SEARCH, dict(plan.regularizers),
+                     [mild_regularization(plan.regularizers)], settings, prefix, dict, pruner,
                      f"{', '.join(plan.regularizers)} on stage 2's winner"
                      + (" (adam as adamw: decoupled weight decay)" if prefix else "")
                      + f", {plan.epochs('3-right-thing')} epochs")
+
+
+def mild_regularization(space: dict[str, SearchParam]) -> dict[str, Any]:
+    """Stage 3's first trial: "regularize a little", then let the sampler go on.
+
+    Dropout in the middle of its range (the course: 0.2-0.5 on the dense
+    layers), weight decay at the geometric middle of its range (1e-4 for the
+    course's 1e-6..1e-2) and early stopping on; augmentation and batch norm are
+    left to the sampler.
+    """
+    first: dict[str, Any] = {}
+    p = space.get("model.drop_rate")
+    if p is not None and p.type == "float":
+        first["model.drop_rate"] = (p.low + p.high) / 2
+    p = space.get("train.weight_decay")
+    if p is not None and p.type == "float" and p.low and p.low > 0:
+        first["train.weight_decay"] = math.sqrt(p.low * p.high) if p.log else (p.low + p.high) / 2
+    p = space.get("train.early_stopping.enabled")
+    if p is not None and p.type == "categorical" and True in (p.choices or []):
+        first["train.early_stopping.enabled"] = True
+    return first
 
 
 def sgd_band(plan: GuidePlan, winner: StudyConfig) -> tuple[float, float, float]:
