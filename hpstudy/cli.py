@@ -484,55 +484,39 @@ def report(
 
 def _report_guide(study: str, storage: str | None, tracking_uri: str | None,
                   out: str | None, no_log: bool) -> bool:
-    """Write the guide's page when STUDY names a guided study; True when it was the only study.
+    """Write the guide's page when STUDY names a guided study; True when it is only that.
 
     A study file or name with stage studies (``<name>/1-anything``...) gets
     ``<report.dir>/<name>/guide/index.html``; a plain study of the same name
-    gets its own dashboard too.
+    (``hpstudy run``) gets its own dashboard as well (False is returned).
     """
     from .analyze import guide_stages
-    from .names import ATTR_GUIDE_CONFIG, GUIDE_STAGES, stage_study_name
-    from .search import get_storage
+    from .config import DEFAULT_STORAGE, from_dict, load_study, load_yaml_text
+    from .names import ATTR_GUIDE_CONFIG, stage_study_name
 
     if Path(study).is_file() or study.endswith((".yaml", ".yml")):
-        from .config import load_study
-
         cfg = load_study(study)
-        name, url, uri, out_dir = (cfg.name, cfg.storage_url(storage),
-                                   cfg.tracking_uri(tracking_uri), cfg.report.dir)
+        name, url = cfg.name, cfg.storage_url(storage)
     else:
-        from .config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, load_yaml_text
-
-        name = study
+        cfg, name = None, study
         url = storage or os.environ.get("HPSTUDY_STORAGE") or DEFAULT_STORAGE
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-        out_dir = "dashboards"
-        if not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists():
-            import optuna
-
-            try:  # the stored study file says where its reports and runs go
-                first = optuna.load_study(study_name=stage_study_name(name, GUIDE_STAGES[0]),
-                                          storage=get_storage(url))
-                stored = load_yaml_text(first.user_attrs.get(ATTR_GUIDE_CONFIG) or "") or {}
-                out_dir = (stored.get("report") or {}).get("dir") or out_dir
-                uri = tracking_uri or (stored.get("tracking") or {}).get("uri") or uri
-            except KeyError:
-                pass
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return False  # nothing stored there yet; the plain path says so
-    if not guide_stages(name, get_storage(url)):
+        return False  # nothing stored yet (and reading must not create the file)
+    found = guide_stages(name, url)
+    if not found:
         return False
-    from .report import report_guide
-
-    path = report_guide(name, url, uri, out or out_dir, log_artifact=not no_log)
-    typer.echo(f"guide        {path}")
     import optuna
 
-    try:
-        optuna.load_study(study_name=name, storage=get_storage(url))
-    except KeyError:
-        return True  # a guided study only
-    return False
+    from .report import report_guide
+
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(url)}
+    if cfg is None:  # the study file's config is kept with the stages: its stores and report dir
+        text = studies[stage_study_name(name, found[0])].user_attrs.get(ATTR_GUIDE_CONFIG)
+        cfg = from_dict(load_yaml_text(text), f"{name} (config stored in {url})")
+    path = report_guide(name, url, cfg.tracking_uri(tracking_uri), out or cfg.report.dir,
+                        log_artifact=not no_log)
+    typer.echo(f"guide        {path}")
+    return name not in studies  # a plain study of that name gets its dashboard too
 
 
 @app.command()

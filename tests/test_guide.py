@@ -119,6 +119,23 @@ def test_scale_width_scales_numbers_and_keeps_the_rest():
     assert scale_width(0, 4) == 0 and scale_width(None, 2) is None and scale_width(True, 2)
 
 
+def test_stage_two_grows_capacity_in_the_listed_order():
+    from hpstudy.guide.stages import growth
+
+    cfg = from_dict(_study())
+    plan = plan_guide(cfg, "planned.yaml")
+    assert growth(plan.capacity, cfg) == [{WIDTH_SCALE: 1.0}, {WIDTH_SCALE: 2.0},
+                                          {WIDTH_SCALE: 4.0}]
+    raw = _study(everything={"capacity": {"model.hidden": [[16], [32], [64], [128]],
+                                          "model.arch": ["mlp"]}})
+    cfg = from_dict(raw)
+    plan = plan_guide(cfg, "planned.yaml")
+    # from the file's value ([32]) up; the single arch stays
+    assert growth(plan.capacity, cfg) == [{"model.hidden": [32], "model.arch": "mlp"},
+                                          {"model.hidden": [64], "model.arch": "mlp"},
+                                          {"model.hidden": [128], "model.arch": "mlp"}]
+
+
 def test_width_knobs_come_from_the_file_or_the_builder():
     assert width_knobs({"arch": "baseline_cnn", "widths": [16, 32]}) == {"widths": [16, 32],
                                                                         "hidden": 200}
@@ -130,10 +147,10 @@ def test_width_knobs_come_from_the_file_or_the_builder():
 
 
 # ------------------------------------------------------------------ rules
-def _t(n, value, train, verdict, state="COMPLETE", classes=10):
+def _t(n, value, train, verdict, state="COMPLETE", classes=10, n_val=None):
     return TrialView(n, state, value, verdict, f"{verdict} reason", (f"advice for {verdict}",),
-                     train_acc=train, val_acc=value, num_classes=classes, epochs=3,
-                     overrides={"train.lr": 0.01 * (n + 1)})
+                     train_acc=train, val_acc=value, num_classes=classes, n_val=n_val,
+                     epochs=3, overrides={"train.lr": 0.01 * (n + 1)})
 
 
 def test_anything_needs_training_accuracy_above_chance_by_the_margin():
@@ -178,6 +195,13 @@ def test_right_thing_needs_validation_to_follow_at_stage_twos_level():
     assert j.advice[0].startswith("Add or raise dropout")
     j = rules.judge_right_thing(trials[1:], baseline=0.99)
     assert not j.accepted and "regularization cost accuracy" in j.line
+    # one image short of stage 2's best on 75 validation images is within its noise
+    noisy = [_t(0, 0.9467, 0.97, "good_fit", n_val=75)]
+    j = rules.judge_right_thing(noisy, baseline=0.96)
+    assert j.accepted and j.evidence["floor"] == pytest.approx(0.96 - math.sqrt(.96 * .04 / 75))
+    assert "one standard error on 75 validation images" in j.rule
+    assert not rules.judge_right_thing([_t(0, 0.92, 0.97, "good_fit", n_val=75)],
+                                       baseline=0.96).accepted
 
 
 # ------------------------------------------------------------------ the plan's checks
@@ -186,6 +210,16 @@ def _study(**guide):
                       model={"arch": "mlp", "hidden": [32]},
                       train={"max_epochs": 4, "num_threads": 1},
                       search={"n_trials": 4, "space": "course"}, guide=guide)
+
+
+def test_the_guide_quickstart_plans_within_its_budget():
+    from hpstudy.config import load_study
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "guide_quickstart.yaml"
+    plan = plan_guide(load_study(path), str(path))
+    assert plan.budget == 180 and plan.batch_ref == 64
+    assert plan.knobs == {"widths": [16, 32], "hidden": 64}
+    assert plan.epochs("1-anything") == 3 and plan.epochs("3-right-thing") == 15
 
 
 def test_plan_takes_its_ranges_from_the_study_space():
@@ -263,6 +297,10 @@ def _stage(name: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state.is_finished()]
+
+
 def test_a_failed_stage_stops_with_advice_and_the_rerun_resumes_there(tmp_path: Path,
                                                                        write_study, monkeypatch,
                                                                        capsys):
@@ -282,7 +320,7 @@ def test_a_failed_stage_stops_with_advice_and_the_rerun_resumes_there(tmp_path: 
     assert s1.user_attrs["guide_outcome"] == "accepted"
     assert s2.user_attrs["guide_outcome"] == "failed"
     first_s1 = [t.number for t in s1.trials]
-    assert len(s2.trials) == 1
+    assert len(_finished(s2)) == 1  # the next growth step waits in the queue
 
     # the parent runs say the same, linked by tags, in the study's experiment
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -305,12 +343,12 @@ def test_a_failed_stage_stops_with_advice_and_the_rerun_resumes_there(tmp_path: 
     assert "3 stages accepted" in out
     assert [t.number for t in _stage("tg/1-anything", storage).trials] == first_s1  # not rerun
     s2 = _stage("tg/2-everything", storage)
-    assert len(s2.trials) >= 2 and s2.user_attrs["guide_outcome"] == "accepted"
+    assert len(_finished(s2)) >= 2 and s2.user_attrs["guide_outcome"] == "accepted"
     s3 = _stage("tg/3-right-thing", storage)
     res3 = s3.user_attrs["guide_result"]
     assert s3.user_attrs["guide_outcome"] == "accepted"
     assert res3["value"] >= s2.user_attrs["guide_result"]["value"]  # stage 3's floor
-    parts = [t.user_attrs.get("guide_part") for t in s3.trials]
+    parts = [t.user_attrs.get("guide_part") for t in _finished(s3)]
     assert parts.count("search") == 2 and parts.count("sgd") == 1
     sgd = next(t for t in s3.trials if t.user_attrs.get("guide_part") == "sgd")
     assert sgd.params["train.optimizer"] in ("momentum", "nesterov")
@@ -347,12 +385,12 @@ def test_a_failed_stage_stops_with_advice_and_the_rerun_resumes_there(tmp_path: 
 
 
 def test_stage_one_made_to_fail_stops_with_the_course_advice(stores):
-    from hpstudy.guide import run_guide
+    from hpstudy.api import guide
 
     raw = _guide_study(anything={"chance_margin": 0.999})  # 99.9% of the way in 2 epochs
     plan = plan_guide(from_dict(raw), "tg.yaml")
     lines: list[str] = []
-    summary = run_guide(plan, progress=False, echo=lines.append, **stores)
+    summary = guide(from_dict(raw), echo=lines.append, **stores)  # the Python entry point
     assert summary.stopped is not None and summary.stopped.stage == "1-anything"
     assert [r.stage for r in summary.stages] == ["1-anything"]
     assert "nothing learned" in summary.stopped.line

@@ -383,6 +383,7 @@ class Guide:
                 result = StageResult.from_dict(study.user_attrs[ATTR_GUIDE_RESULT])
                 result.reused, result.epochs = True, self.budget.spent[stage]
                 self._line("outcome", f"accepted earlier: {result.line} (not run again)")
+                self._line("hands on", fmt_overrides(result.overrides))
             else:
                 share = self.budget.split_from(stage, floors)[stage]
                 self._line("share", f"{fmt_epochs(share)} epochs of the {fmt_epochs(self.budget.left)}"
@@ -416,15 +417,15 @@ class Guide:
     def _anything(self, base: StudyConfig, carry: dict[str, Any], share: float) -> StageResult:
         p, stage = self.plan, "1-anything"
         a = p.cfg.guide.anything
-        lr = self._lr_range(base)
+        lr, fresh = self._lr_range(base)
         subset = _subset(a.subset, int(lr.extra.get("n_train") or 0), p.cfg.data.subset)
         part = stage1_part(p, (lr.low, lr.high), subset)
         session = self._open(part, base)
-        if session.study.user_attrs.get(ATTR_GUIDE_LR_RANGE) is None:
+        if fresh:
             session.study.set_user_attr(ATTR_GUIDE_LR_RANGE, lr.to_dict())
             self.budget.add(stage, lr.epochs)
             _log_lr_range(session, lr)
-        allowance = self._at_least_one(stage, share - (lr.epochs if self._fresh_lr else 0.0))
+        allowance = self._at_least_one(stage, share - (lr.epochs if fresh else 0.0))
         done = len(self._views(stage))
         self._part(part, base, allowance, max(0, a.trials - done))
         views = self._views(stage)
@@ -432,16 +433,16 @@ class Guide:
                                  maximize=self.maximize, metric=self.metric)
         return self._finish(session, stage, j, carry, share)
 
-    def _lr_range(self, base: StudyConfig) -> LrRange:
-        """The stored lr range test of stage 1, or a new one (at the reference batch)."""
+    def _lr_range(self, base: StudyConfig) -> tuple[LrRange, bool]:
+        """Stage 1's lr range test: the stored one, or a new one at the reference batch
+        (then ``True``: it is not yet stored nor counted)."""
         p = self.plan
         study = _load(self.store, self.study_name("1-anything"))
         stored = study.user_attrs.get(ATTR_GUIDE_LR_RANGE) if study is not None else None
-        self._fresh_lr = stored is None
         if stored is not None:
             lr = LrRange.from_dict(stored)
             self._line("lr range", f"stored test: {lr.note}")
-            return lr
+            return lr, False
         r = p.cfg.guide.lr_range
         cfg = apply_layers(base, {"train.optimizer": p.optimizer, **REG_OFF,
                                   "train.scheduler": "constant",
@@ -450,7 +451,7 @@ class Guide:
                    decades=r.decades)
         self._line("lr range", f"{len(lr.lrs)} steps of {p.optimizer} at batch {p.batch_ref} "
                                f"({fmt_epochs(lr.epochs)} epochs): {lr.note}")
-        return lr
+        return lr, True
 
     def _everything(self, base: StudyConfig, carry: dict[str, Any], share: float) -> StageResult:
         p, stage = self.plan, "2-everything"
