@@ -42,13 +42,19 @@ from ..names import (
     ATTR_GUIDE_RESULT,
     ATTR_GUIDE_SGD,
     ATTR_GUIDE_STAGE,
+    GUIDE_CONFIG_ARTIFACT,
     LR_RANGE_ARTIFACT,
+    STAGE_ARTIFACT,
     TAG_GUIDE,
+    TAG_LR_RANGE,
+    TAG_LR_RANGE_NOTE,
     TAG_STAGE,
     TAG_STAGE_EVIDENCE,
     TAG_STAGE_OUTCOME,
+    TAG_STAGE_OVERRIDES,
     TAG_STAGE_RULE,
     TAG_STAGE_TARGET,
+    TAG_STAGE_WINNER,
     stage_study_name,
 )
 from ..search import Objective, StudySession, close_study, connect, get_storage, run_study
@@ -301,7 +307,9 @@ class Guide:
             "search.timeout": None,
             "search.workers": 1,
             "tracking.experiment": p.experiment,
-            "tracking.register_best": False,
+            # stage 3's improving trials keep their weights (its winner is the guide's model)
+            "tracking.register_best": (part.stage == STAGES[-1]
+                                       and p.cfg.tracking.register_best),
             "report.enabled": False,
             "guide": {},
         }, source=f"guide stage {part.stage}")
@@ -541,16 +549,16 @@ class Guide:
         t.set_tags(session.parent_run_id, {
             TAG_GUIDE: self.plan.name, TAG_STAGE: stage, TAG_STAGE_OUTCOME: result.outcome,
             TAG_STAGE_RULE: j.rule, TAG_STAGE_TARGET: j.target, TAG_STAGE_EVIDENCE: j.line,
-            "hpstudy.stage_winner": result.winner if result.winner is not None else "none",
-            "hpstudy.stage_overrides": json.dumps(result.overrides)})
+            TAG_STAGE_WINNER: result.winner if result.winner is not None else "none",
+            TAG_STAGE_OVERRIDES: json.dumps(result.overrides)})
         nums = {f"stage_{k}": float(v) for k, v in j.evidence.items()
                 if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
         t.log_metrics(session.parent_run_id, {**nums, "stage_epochs": result.epochs})
         t.log_text(session.parent_run_id, json.dumps(_clean(result.to_dict()), indent=1),
-                   "guide_stage.json")
+                   STAGE_ARTIFACT)
         if stage == STAGES[-1] and result.accepted:
             t.log_text(session.parent_run_id, apply_layers(self.plan.cfg, result.carry).to_yaml(),
-                       "guide_config.yaml")
+                       GUIDE_CONFIG_ARTIFACT)
         close_study(session, "FINISHED")
         return result
 
@@ -594,8 +602,7 @@ def _log_lr_range(session: StudySession, lr: LrRange) -> None:
     rows = ["lr,loss,smoothed"] + [f"{a:.6g},{b:.6g},{c:.6g}"
                                    for a, b, c in zip(lr.lrs, lr.losses, lr.smoothed, strict=False)]
     t.log_text(rid, "\n".join(rows) + "\n", f"{LR_RANGE_ARTIFACT}.csv")
-    t.set_tags(rid, {"hpstudy.lr_range": f"{lr.low:.4g}..{lr.high:.4g}",
-                     "hpstudy.lr_range_note": lr.note})
+    t.set_tags(rid, {TAG_LR_RANGE: f"{lr.low:.4g}..{lr.high:.4g}", TAG_LR_RANGE_NOTE: lr.note})
     t.log_metrics(rid, {"lr_range_low": lr.low, "lr_range_high": lr.high,
                         "lr_range_epochs": lr.epochs,
                         **({"lr_min_loss": lr.lr_min_loss} if lr.lr_min_loss else {})})
