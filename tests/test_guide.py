@@ -219,7 +219,7 @@ def test_the_guide_quickstart_plans_within_its_budget():
     plan = plan_guide(load_study(path), str(path))
     assert plan.budget == 180 and plan.batch_ref == 64
     assert plan.knobs == {"widths": [16, 32], "hidden": 64}
-    assert plan.epochs("1-anything") == 3 and plan.epochs("3-right-thing") == 15
+    assert plan.epochs("1-anything") == 5 and plan.epochs("3-right-thing") == 15
 
 
 def test_plan_takes_its_ranges_from_the_study_space():

@@ -9,8 +9,9 @@ with the run's own numbers. "Training accuracy" is the diagnosis's
 run (at most 3, at most a third of them), as measured during training.
 
 * 1-anything: a complete trial's training accuracy is at least chance plus
-  ``chance_margin`` of the headroom above chance; the best such trial by the
-  study metric wins.
+  ``chance_margin`` of the headroom above chance; the trial with the highest
+  training accuracy wins (milestone 1 is about optimization: its lr, batch
+  size and init are the ones that learned most).
 * 2-everything: a complete trial reaches the target training accuracy (0.99) and
   its diagnosis is ``overfit`` or ``good_fit`` (it fits the training set, and
   its curves have settled); the best such trial by the study metric wins. If
@@ -160,8 +161,8 @@ def judge_anything(trials: Sequence[TrialView], *, chance_margin: float, num_cla
     chance = 1.0 / k
     bar = chance + chance_margin * (1.0 - chance)
     rule = (f"training accuracy (mean of the last epochs) beats chance ({_pct(chance)} for {k} "
-            f"classes) by {chance_margin:g} of the headroom; the best such trial by {metric} "
-            "wins")
+            f"classes) by {chance_margin:g} of the headroom; the trial that learned most (the "
+            "highest training accuracy) wins")
     target = f"training accuracy >= {_pct(bar)}"
     passing = [t for t in done if t.train_acc is not None and t.train_acc >= bar]
     top = _top_train(done)
@@ -169,7 +170,8 @@ def judge_anything(trials: Sequence[TrialView], *, chance_margin: float, num_cla
                                 "best_train_acc": top.train_acc if top else None,
                                 "best_train_trial": top.number if top else None,
                                 "passing": len(passing), **_counts(trials)}
-    winner = best(passing, maximize)
+    # milestone 1 is about optimization: its lr, batch and init are the ones that learned most
+    winner = max(passing, key=lambda t: (t.train_acc, -t.number)) if passing else None
     if winner is not None:
         evidence.update(train_acc=winner.train_acc, value=winner.value, winner=winner.number)
         line = (f"trial {winner.number}: training accuracy {_pct(winner.train_acc)} >= "

@@ -150,10 +150,10 @@ class GuidePlan:
 
     def epochs(self, stage: str) -> int:
         """Epochs per trial of ``stage``."""
-        g = self.cfg.guide
-        per = {"1-anything": g.anything.epochs, "2-everything": g.everything.epochs,
-               "3-right-thing": g.right_thing.epochs}[stage]
-        return int(per or self.cfg.train.max_epochs)
+        g, full = self.cfg.guide, self.cfg.train.max_epochs
+        per = {"1-anything": g.anything.epochs or max(3, full // 3),
+               "2-everything": g.everything.epochs, "3-right-thing": g.right_thing.epochs}[stage]
+        return int(per or full)
 
     def trial_cap(self, stage: str) -> int | None:
         g = self.cfg.guide
