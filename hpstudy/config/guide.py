@@ -134,7 +134,8 @@ class RightThingConfig(Strict):
 
     weight: float = Field(0.6, gt=0)
     trials: int | None = Field(None, ge=1)  # null: until the share is spent
-    epochs: int | None = Field(None, ge=1)  # per trial; null: train.max_epochs
+    # per trial; null: stage 2's (the training length at which its winner fit)
+    epochs: int | None = Field(None, ge=1)
     space: dict[str, Any] | None = None
     sgd_trials: int = Field(3, ge=0)  # momentum/nesterov trials around the winner
     # SGD's lr = the Adam winner's lr x this (Adam's lr is typically 10-100x smaller)

@@ -61,6 +61,7 @@ class TrialView:
     n_val: int | None = None
     epochs: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     part: str | None = None
     run_id: str | None = None
 
@@ -78,7 +79,7 @@ class TrialView:
             num_classes=ev.get("num_classes"),
             n_val=ev.get("n_val") if isinstance(ev.get("n_val"), int) else None,
             epochs=trial_epochs(attrs, t.intermediate_values),
-            overrides=dict(attrs.get(ATTR_GUIDE_OVERRIDES) or {}),
+            overrides=dict(attrs.get(ATTR_GUIDE_OVERRIDES) or {}), params=dict(t.params),
             part=attrs.get(ATTR_GUIDE_PART), run_id=attrs.get(ATTR_RUN_ID),
         )
 
@@ -119,7 +120,7 @@ class Judgement:
         return f"trial {t.number}: {t.verdict}: {t.reason}"
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
@@ -160,10 +161,10 @@ def judge_anything(trials: Sequence[TrialView], *, chance_margin: float, num_cla
     k = num_classes or next((t.num_classes for t in trials if t.num_classes), None) or 2
     chance = 1.0 / k
     bar = chance + chance_margin * (1.0 - chance)
-    rule = (f"training accuracy (mean of the last epochs) beats chance ({_pct(chance)} for {k} "
+    rule = (f"training accuracy (mean of the last epochs) beats chance ({pct(chance)} for {k} "
             f"classes) by {chance_margin:g} of the headroom; the trial that learned most (the "
             "highest training accuracy) wins")
-    target = f"training accuracy >= {_pct(bar)}"
+    target = f"training accuracy >= {pct(bar)}"
     passing = [t for t in done if t.train_acc is not None and t.train_acc >= bar]
     top = _top_train(done)
     evidence: dict[str, Any] = {"chance": chance, "bar": bar, "num_classes": k,
@@ -174,16 +175,16 @@ def judge_anything(trials: Sequence[TrialView], *, chance_margin: float, num_cla
     winner = max(passing, key=lambda t: (t.train_acc, -t.number)) if passing else None
     if winner is not None:
         evidence.update(train_acc=winner.train_acc, value=winner.value, winner=winner.number)
-        line = (f"trial {winner.number}: training accuracy {_pct(winner.train_acc)} >= "
-                f"{_pct(bar)} ({metric} {winner.value:.4f}, {winner.verdict or 'no verdict'}); "
+        line = (f"trial {winner.number}: training accuracy {pct(winner.train_acc)} >= "
+                f"{pct(bar)} ({metric} {winner.value:.4f}, {winner.verdict or 'no verdict'}); "
                 f"{len(passing)} of {len(done)} complete trials beat chance")
         return Judgement(True, rule, target, evidence, line, winner=winner)
     examined = top or best(trials, maximize) or (trials[0] if trials else None)
     if top is None:
         line = f"no trial completed ({_counts(trials)}): nothing was learned that can be judged"
     else:
-        line = (f"nothing learned: the best training accuracy is {_pct(top.train_acc)} "
-                f"(trial {top.number}, {top.verdict or 'no verdict'}), below {_pct(bar)}")
+        line = (f"nothing learned: the best training accuracy is {pct(top.train_acc)} "
+                f"(trial {top.number}, {top.verdict or 'no verdict'}), below {pct(bar)}")
     advice = ["When stuck, reduce the learning rate: try the lower decade of the range test's "
               "range (guide.lr_range.decades: 3 searches one more decade down)."]
     advice += list(_own_advice(examined) or ADVICE["not_learning"])
@@ -214,9 +215,9 @@ def judge_everything(trials: Sequence[TrialView], *, target: float, epochs: int,
         metric: the study metric's name.
     """
     done = complete(trials)
-    rule = (f"training accuracy reaches {_pct(target)} with regularization off and the "
+    rule = (f"training accuracy reaches {pct(target)} with regularization off and the "
             f"diagnosis reads {' or '.join(FITS)}; the best such trial by {metric} wins")
-    tgt = f"training accuracy >= {_pct(target)}, verdict {'/'.join(FITS)}"
+    tgt = f"training accuracy >= {pct(target)}, verdict {'/'.join(FITS)}"
     passing = [t for t in done if fits(t, target)]
     top = _top_train(done)
     evidence: dict[str, Any] = {"target": target, "best_train_acc": top.train_acc if top else None,
@@ -227,17 +228,17 @@ def judge_everything(trials: Sequence[TrialView], *, target: float, epochs: int,
         evidence.update(train_acc=winner.train_acc, value=winner.value, winner=winner.number,
                         verdict=winner.verdict)
         line = (f"trial {winner.number} fits the training set: training accuracy "
-                f"{_pct(winner.train_acc)}, {winner.verdict}, {metric} {winner.value:.4f}")
+                f"{pct(winner.train_acc)}, {winner.verdict}, {metric} {winner.value:.4f}")
         return Judgement(True, rule, tgt, evidence, line, winner=winner)
     if top is None:
         line = f"no trial completed ({_counts(trials)})"
     elif top.train_acc is not None and top.train_acc >= target:
-        line = (f"trial {top.number} reached {_pct(top.train_acc)} training accuracy but reads "
+        line = (f"trial {top.number} reached {pct(top.train_acc)} training accuracy but reads "
                 f"{top.verdict}, not {' or '.join(FITS)}: its curves have not settled")
     else:
         line = (f"no configuration fit the training set: the best training accuracy is "
-                f"{_pct(top.train_acc)} (trial {top.number}, {top.verdict or 'no verdict'}), "
-                f"below {_pct(target)}: capacity or training length is the problem")
+                f"{pct(top.train_acc)} (trial {top.number}, {top.verdict or 'no verdict'}), "
+                f"below {pct(target)}: capacity or training length is the problem")
     advice = [f"Raise capacity: {capacity} was searched; allow larger values "
               "(guide.everything.width_scales, or guide.everything.capacity).",
               f"Train longer: {epochs} epochs per trial (guide.everything.epochs).",
@@ -296,7 +297,7 @@ def judge_right_thing(trials: Sequence[TrialView], *, baseline: float | None,
         evidence.update(value=winner.value, winner=winner.number, verdict=winner.verdict,
                         train_acc=winner.train_acc)
         line = (f"trial {winner.number}: {metric} {winner.value:.4f} ({winner.verdict}, training "
-                f"accuracy {_pct(winner.train_acc)})"
+                f"accuracy {pct(winner.train_acc)})"
                 + (f" vs stage 2's {baseline:.4f}" if baseline is not None else ""))
         if top is not None and top.number != winner.number:
             line += (f"; trial {top.number} scored {top.value:.4f} but reads {top.verdict}, so "

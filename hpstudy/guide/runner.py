@@ -73,6 +73,8 @@ from .stages import (
     GuidePlan,
     StagePart,
     apply_layers,
+    growth,
+    next_step,
     sgd_band,
     stage1_part,
     stage2_part,
@@ -283,6 +285,7 @@ class Guide:
         self.budget = Budget(plan.budget, dict(plan.weights))
         self.maximize = plan.cfg.direction == "maximize"
         self.metric = plan.cfg.search.metric
+        self._announced: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ helpers
     def study_name(self, stage: str) -> str:
@@ -342,7 +345,9 @@ class Guide:
         n = int(left)  # a trial trains at least one epoch
         if cap is not None:
             n = min(n, cap)
-        self._line("search", part.note)
+        if (part.stage, part.part) not in self._announced:
+            self._announced.add((part.stage, part.part))
+            self._line("search", part.note)
         run_study(self._session_config(part, base), n_trials=n, storage=self.storage,
                   tracking_uri=self.tracking_uri, progress=self.progress,
                   objective=lambda s: GuideObjective(s, base, part), callbacks=[stop])
@@ -462,16 +467,35 @@ class Guide:
         return lr, True
 
     def _everything(self, base: StudyConfig, carry: dict[str, Any], share: float) -> StageResult:
+        """Stage 2, one trial at a time: each next trial follows the last one's diagnosis
+        (:func:`~hpstudy.guide.stages.next_step`) until one fits or the share is spent."""
         p, stage = self.plan, "2-everything"
         ev = p.cfg.guide.everything
         part = stage2_part(p, base)
         session = self._open(part, base)
-        done = len(self._views(stage))
+        ladder = growth(p.capacity, base)
+        band = (part.space["train.lr"].low, part.space["train.lr"].high)
         views = self._views(stage)
-        if not any(rules.fits(v, ev.train_acc) for v in views):  # a resumed stage may pass as is
-            cap = None if ev.trials is None else max(0, ev.trials - done)
-            self._part(part, base, share, cap, accept=lambda v: rules.fits(v, ev.train_acc))
+        cap = None if ev.trials is None else max(0, ev.trials - len(views))
+        spent = 0.0
+        while not any(rules.fits(v, ev.train_acc) for v in views) and cap != 0:
+            if views:  # the next trial answers the last one's diagnosis
+                last = max(views, key=lambda v: v.number)
+                verdict = None if last.state == "FAIL" else last.verdict
+                step, why = next_step(last.params, verdict, ladder, band,
+                                      [v.params for v in views])
+                self._line("next", f"trial {last.number} ({verdict or last.state.lower()}, "
+                                   f"training accuracy {rules.pct(last.train_acc)}): {why}")
+                if step is not None:
+                    session.study.enqueue_trial(step, skip_if_exists=True)
+            stop = self._part(part, base, share - spent, 1,
+                              accept=lambda v: rules.fits(v, ev.train_acc))
+            spent += stop.spent
+            if stop.spent == 0 or min(share - spent, self.budget.left) < p.epochs(stage):
+                break
+            cap = None if cap is None else cap - 1
             views = self._views(stage)
+        views = self._views(stage)
         what = (f"width x {p.capacity[WIDTH_SCALE].choices}" if WIDTH_SCALE in p.capacity
                 else ", ".join(p.capacity))
         j = rules.judge_everything(views, target=ev.train_acc, epochs=p.epochs(stage),

@@ -151,9 +151,10 @@ class GuidePlan:
     def epochs(self, stage: str) -> int:
         """Epochs per trial of ``stage``."""
         g, full = self.cfg.guide, self.cfg.train.max_epochs
-        per = {"1-anything": g.anything.epochs or max(3, full // 3),
-               "2-everything": g.everything.epochs, "3-right-thing": g.right_thing.epochs}[stage]
-        return int(per or full)
+        fit = g.everything.epochs or full  # stage 3 regularizes what fit in this many epochs
+        per = {"1-anything": g.anything.epochs or max(3, full // 3), "2-everything": fit,
+               "3-right-thing": g.right_thing.epochs or fit}[stage]
+        return int(per)
 
     def trial_cap(self, stage: str) -> int | None:
         g = self.cfg.guide
@@ -454,7 +455,7 @@ def stage2_part(plan: GuidePlan, carry: StudyConfig) -> StagePart:
              "train.optimizer": SearchParam(type="categorical", choices=list(ev.optimizers)),
              "train.lr": _log_entry(lo, hi)}
     first: dict[str, Any] = {"train.optimizer": ev.optimizers[0], "train.lr": _clip(lr1, (lo, hi))}
-    enqueue = [{**first, **step} for step in growth(plan.capacity, carry)] or [first]
+    enqueue = [{**first, **step} for step in growth(plan.capacity, carry)[:1]] or [first]
     settings = {**REG_OFF, "train.max_epochs": plan.epochs("2-everything"),
                 "train.evaluate_test": False}
     what = (f"width x {plan.capacity[WIDTH_SCALE].choices} of {', '.join(knobs)}"
@@ -486,6 +487,71 @@ def growth(capacity: dict[str, SearchParam], carry: StudyConfig) -> list[dict[st
         start[k] = choices.index(current) if current in choices else 0
     n = max(len(c) - start[k] for k, c in cats.items())
     return [{k: c[min(start[k] + i, len(c) - 1)] for k, c in cats.items()} for i in range(n)]
+
+
+LR_STEP = math.sqrt(10)  # half an order of magnitude: the lr moves by orders of magnitude
+STUCK = ("diverged", "unstable", "not_learning")
+
+
+def next_step(last: dict[str, Any], verdict: str | None, ladder: list[dict[str, Any]],
+              lr_band: tuple[float, float], tried: list[dict[str, Any]]
+              ) -> tuple[dict[str, Any] | None, str]:
+    """Stage 2's next trial from the diagnosis of the last one that did not fit.
+
+    The course's loop, one change at a time (``last`` and the result are
+    Optuna params: capacity entries, ``train.optimizer``, ``train.lr``):
+
+    * diverged, unstable, not learning, or failed: reduce the lr (by half a
+      decade), same capacity;
+    * not_converged (still improving when the schedule ended): raise the lr;
+    * converged below the target (underfit, good_fit, overfit): the next
+      capacity step;
+
+    falling back to the other move when the first is used up (the lr at the
+    edge of its band, capacity at the top of its ladder). Returns ``(None,
+    why)`` when neither applies or ``last`` is not on the ladder: the sampler
+    takes over.
+    """
+    lo, hi = lr_band
+    cap_keys = set(ladder[0]) if ladder else set()
+    here = {k: last.get(k) for k in cap_keys}
+    if ladder and here not in ladder:
+        return None, "off the capacity ladder: the sampler proposes the next trial"
+    i = ladder.index(here) if ladder else 0
+    lr = float(last["train.lr"])
+
+    def lr_move(factor: float) -> dict[str, Any] | None:
+        new = min(max(lr * factor, lo), hi)
+        return None if math.isclose(new, lr, rel_tol=1e-6) else {**last, "train.lr": new}
+
+    def grow() -> dict[str, Any] | None:
+        return {**last, **ladder[i + 1]} if i + 1 < len(ladder) else None
+
+    if verdict in STUCK or verdict is None:
+        moves = [(lr_move(1 / LR_STEP), "when stuck, reduce the learning rate"),
+                 (grow(), "the lr is at the bottom of its band: grow capacity")]
+    elif verdict == "not_converged":
+        moves = [(lr_move(LR_STEP), "still improving when its schedule ended: raise the lr"),
+                 (grow(), "the lr is at the top of its band: grow capacity")]
+    else:
+        moves = [(grow(), f"{verdict} below the target: grow capacity"),
+                 (lr_move(LR_STEP), "capacity is at the top of its ladder: raise the lr")]
+    for step, why in moves:
+        if step is not None and not any(_same(step, t) for t in tried):
+            return step, why
+    return None, "the ladder and the lr band are used up: the sampler proposes the next trial"
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = set(a) | set(b)
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, float) and isinstance(y, float):
+            if not math.isclose(x, y, rel_tol=1e-6):
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 def _current(cfg: StudyConfig, key: str) -> Any:
