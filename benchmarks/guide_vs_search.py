@@ -13,8 +13,8 @@ early-stopped trials count what they ran; the lr range test counts its steps
 as a fraction of an epoch), in the order they ran. The table gives each run's
 best validation accuracy, the epochs the search spent until its best trial
 ended, and the epochs the guide spent until one of its trials first matched
-the search's final best (stage 1 trains on a subset with a smaller
-validation set and does not count; its epochs do). The target of the guide is
+the search's final best (a trial validated on a stage-1 subset, a smaller
+validation set, cannot match it; its epochs count). The target of the guide is
 at most half the search's epochs. Test accuracy of each run's best trial is
 shown where the config evaluates it (never used to select).
 
@@ -116,6 +116,7 @@ class Run:
     tests: list[float | None] = field(default_factory=list)
     note: str = ""
     wall_s: float = 0.0
+    n_val: int | None = None  # validation images of the search's trials
 
     @property
     def spent(self) -> float:
@@ -139,8 +140,15 @@ class Run:
         return None
 
 
-def _trial_rows(study: Any, counts: bool) -> tuple[list[float], list[float | None], list[bool],
-                                                    list[float | None]]:
+def _n_val(t: Any) -> int | None:
+    ev = (t.user_attrs.get("diagnosis_detail") or {}).get("evidence") or {}
+    return ev.get("n_val")
+
+
+def _trial_rows(study: Any, n_val: int | None = None
+                ) -> tuple[list[float], list[float | None], list[bool], list[float | None]]:
+    """Epochs, values, whether each can match the target (``n_val``: only trials validated
+    on that many images, i.e. not on a stage-1 subset), test accuracies; in trial order."""
     from hpstudy.analyze import trial_epochs
 
     ep, vals, ok, tests = [], [], [], []
@@ -149,7 +157,7 @@ def _trial_rows(study: Any, counts: bool) -> tuple[list[float], list[float | Non
             continue
         ep.append(trial_epochs(t.user_attrs, t.intermediate_values))
         vals.append(t.value if t.state.name == "COMPLETE" else None)
-        ok.append(counts)
+        ok.append(n_val is None or _n_val(t) in (None, n_val))
         tests.append(t.user_attrs.get("test_acc"))
     return ep, vals, ok, tests
 
@@ -177,12 +185,13 @@ def run_search(cfg: Any, budget: float, stores: dict[str, str]) -> Run:
     cb = _Budget(budget, cfg.train.max_epochs)
     run_study(cfg, n_trials=int(budget), progress=False, callbacks=[cb], **stores)
     study = optuna.load_study(study_name=cfg.name, storage=get_storage(stores["storage"]))
-    run = Run("search", *_trial_rows(study, True))
+    run = Run("search", *_trial_rows(study))
+    run.n_val = next((_n_val(t) for t in study.get_trials(deepcopy=False) if _n_val(t)), None)
     run.wall_s = time.perf_counter() - start
     return run
 
 
-def run_guided(cfg: Any, budget: float, stores: dict[str, str]) -> Run:
+def run_guided(cfg: Any, budget: float, stores: dict[str, str], n_val: int | None) -> Run:
     import optuna
 
     from hpstudy.guide import STAGES, plan_guide, run_guide
@@ -205,9 +214,8 @@ def run_guided(cfg: Any, budget: float, stores: dict[str, str]) -> Run:
             run.values.append(None)
             run.counts.append(False)
             run.tests.append(None)
-        # stage 1 trains on a subset: its validation set is a smaller one
-        counts = stage != "1-anything" or cfg.guide.anything.subset is None
-        ep, vals, ok, tests = _trial_rows(study, counts)
+        # a stage-1 subset has a smaller validation set: its trials cannot match the target
+        ep, vals, ok, tests = _trial_rows(study, n_val)
         run.epochs += ep
         run.values += vals
         run.counts += ok
@@ -259,7 +267,7 @@ def compare(dataset: str, base: dict[str, Any], seed: int, budget: float | None,
         stores = {"storage": f"sqlite:///{folder}/optuna.db",
                   "tracking_uri": f"sqlite:///{folder}/mlflow.db"}
         search = run_search(cfg, budget, stores)
-        guide = run_guided(cfg, budget, stores)
+        guide = run_guided(cfg, budget, stores, search.n_val)
     s_best, s_at = search.best()
     g_best, g_at = guide.best()
     s_to = search.epochs_to(s_best) if s_best is not None else None

@@ -136,6 +136,34 @@ def test_stage_two_grows_capacity_in_the_listed_order():
                                           {"model.hidden": [128], "model.arch": "mlp"}]
 
 
+def test_stage_two_answers_the_last_diagnosis():
+    from hpstudy.guide.stages import next_step
+
+    ladder = [{"model.hidden": 32}, {"model.hidden": 64}, {"model.hidden": 128}]
+    band = (1e-4, 1e-2)
+    last = {"model.hidden": 32, "train.optimizer": "adam", "train.lr": 1e-3}
+    step, why = next_step(last, "not_converged", ladder, band, [last])
+    assert step["train.lr"] == pytest.approx(1e-3 * math.sqrt(10)) and step["model.hidden"] == 32
+    assert "raise the lr" in why
+    step, why = next_step(last, "diverged", ladder, band, [last])
+    assert step["train.lr"] == pytest.approx(1e-3 / math.sqrt(10)) and "reduce" in why
+    step, why = next_step(last, "good_fit", ladder, band, [last])
+    assert step == {**last, "model.hidden": 64} and "grow capacity" in why
+    # a move used up falls back to the other one: the lr at the top of its band
+    top = {**last, "train.lr": 1e-2}
+    step, why = next_step(top, "not_converged", ladder, band, [top])
+    assert step == {**top, "model.hidden": 64} and "top of its band" in why
+    # capacity at the top of its ladder: raise the lr; nothing left: the sampler
+    high = {**last, "model.hidden": 128}
+    assert next_step(high, "underfit", ladder, band, [high])[0]["train.lr"] > 1e-3
+    done = {**high, "train.lr": 1e-2}
+    assert next_step(done, "underfit", ladder, band, [done])[0] is None
+    # never a configuration that already ran; off the ladder: the sampler
+    assert next_step(last, "good_fit", ladder, band, [last, {**last, "model.hidden": 64}])[0] \
+        == {**last, "train.lr": pytest.approx(1e-3 * math.sqrt(10))}
+    assert next_step({**last, "model.hidden": 48}, "good_fit", ladder, band, [])[0] is None
+
+
 def test_width_knobs_come_from_the_file_or_the_builder():
     assert width_knobs({"arch": "baseline_cnn", "widths": [16, 32]}) == {"widths": [16, 32],
                                                                         "hidden": 200}
