@@ -29,6 +29,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .._proc import Interrupted
 from ..analyze.guide import study_epochs as stage_epochs
 from ..config import StudyConfig
 from ..names import (
@@ -401,7 +402,13 @@ class Guide:
                 share = self.budget.split_from(stage, floors)[stage]
                 self._line("share", f"{fmt_epochs(share)} epochs of the {fmt_epochs(self.budget.left)}"
                                     " left")
-                result = self._stage(stage, carry, share)
+                try:
+                    result = self._stage(stage, carry, share)
+                except Interrupted as e:  # the same command resumes: no --n-trials to add
+                    e.remaining = None
+                    e.progress = (f"stage {stage}: {e.progress or 'no trial finished'}; the "
+                                  "stages accepted before are kept")
+                    raise
                 self._report(result)
             summary.stages.append(result)
             if not result.accepted:
