@@ -38,8 +38,9 @@ STAGE_TITLES = {
 }
 STAGE_GOALS = {
     "1-anything": "beat chance on the training set with a rough setup (an lr range test, then "
-                  "lr, batch size and init on a subset, few epochs)",
-    "2-everything": "fit the training set: regularization off, grow capacity (Adam family)",
+                  "lr, batch size and init for a few epochs)",
+    "2-everything": "fit the training set: regularization off, capacity grown and the lr moved "
+                    "as each trial's diagnosis says (Adam family)",
     "3-right-thing": "regularize until validation follows (dropout, weight decay, "
                      "augmentation, batch norm, early stopping), then refine with momentum SGD",
 }
