@@ -754,3 +754,63 @@ def _load_ablation_by_name(name: str, tracking_uri: str) -> AblationResults | No
                         d["baseline"], d["full"])
         stats = analyze_ablation(data.runs, design, metric)
     return _ablation_results(name, data, metric, tracking_uri, stats)
+
+
+# ------------------------------------------------------------------ guided tuning
+def guide(study: str | Path | StudyConfig, *, overrides: dict[str, Any] | None = None,
+          budget_epochs: float | None = None, storage: str | None = None,
+          tracking_uri: str | None = None, progress: bool = False, report: bool | None = None,
+          echo: Callable[[str], Any] | None = None) -> Any:
+    """Guided tuning: the course's three milestones as three linked studies (``hpstudy guide``).
+
+    Args:
+        study: a study file or a :class:`~hpstudy.config.StudyConfig`.
+        overrides: dotted keys applied like ``--set`` (``{"guide.budget_epochs": 120}``).
+        budget_epochs: total training epochs of all stages (over ``guide.budget_epochs``).
+        storage: Optuna storage URL (argument > study file > $HPSTUDY_STORAGE > default).
+        tracking_uri: MLflow URI (argument > study file > $MLFLOW_TRACKING_URI > default).
+        progress: show each stage's progress bar and one line per trial.
+        report: write the guide's page (default ``report.enabled``).
+        echo: called with each line of the guide's account (default: none).
+
+    Returns:
+        The :class:`~hpstudy.guide.GuideSummary`; ``summary.stopped`` is the stage whose
+        rule failed (None when all three were accepted).
+    """
+    from .guide import plan_guide
+
+    if isinstance(study, StudyConfig):
+        cfg = study.with_overrides(overrides) if overrides else study
+    else:
+        cfg = load_study(study, overrides)
+    plan = plan_guide(cfg, str(study) if not isinstance(study, StudyConfig) else cfg.name,
+                      budget_epochs)
+    preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=str(study))
+    with trap_signals():
+        return run_guide_plan(plan, storage=storage, tracking_uri=tracking_uri,
+                              progress=progress, report=report, echo=echo)
+
+
+def run_guide_plan(plan: Any, *, storage: str | None = None, tracking_uri: str | None = None,
+                   progress: bool = True, report: bool | None = None,
+                   echo: Callable[[str], Any] | None = None) -> Any:
+    """:func:`guide` for a checked plan (what ``hpstudy guide`` calls): run, then the page."""
+    from .guide import run_guide
+
+    summary = run_guide(plan, storage=storage, tracking_uri=tracking_uri, progress=progress,
+                        echo=echo)
+    if plan.cfg.report.enabled if report is None else report:
+        summary.report_path = write_guide_dashboard(plan.cfg, summary)
+    return summary
+
+
+def write_guide_dashboard(cfg: StudyConfig, summary: Any) -> str | None:
+    """Write ``<report.dir>/<study>/guide/index.html``, log it, return its path (None on failure)."""
+    from .report import report_guide
+
+    try:
+        path = report_guide(cfg.name, summary.storage, summary.tracking_uri, cfg.report.dir)
+    except Exception as e:  # noqa: BLE001 - the stages ran and are recorded
+        _log.warning("guide page not written: %s: %s", type(e).__name__, e)
+        return None
+    return str(path)

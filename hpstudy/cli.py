@@ -1,7 +1,8 @@
 """The ``hpstudy`` command line: thin; parses, calls one function, prints.
 
 Exit codes: 0 success, 2 bad study file / flag / data (one message naming the
-file and field, before anything is written), 1 any other failure.
+file and field, before anything is written), 3 a guided stage stopped by its
+rule (``hpstudy guide``), 1 any other failure.
 """
 
 from __future__ import annotations
@@ -375,6 +376,68 @@ def train(
 
 
 @app.command()
+def guide(
+    study: StudyArg,
+    budget_epochs: Annotated[float | None, typer.Option(
+        "--budget-epochs", min=1, help="Total training epochs of all stages (default: "
+                                       "guide.budget_epochs, else search.n_trials x "
+                                       "train.max_epochs).")] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    set_: SetOpt = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the guide's page at the end.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Guided tuning: learn anything, learn everything, learn the right thing (three linked
+    studies <study>/1-anything, /2-everything, /3-right-thing). A stage that fails its rule
+    stops the guide with its diagnosis and advice (exit 3); rerunning resumes there."""
+
+    def go():
+        cfg = load_checked(study, set_)
+        from .api import preflight, run_guide_plan
+        from .guide import plan_guide
+
+        plan = plan_guide(cfg, study, budget_epochs)
+        preflight(cfg, storage=storage, tracking_uri=tracking_uri, source=study)
+        summary = run_guide_plan(plan, storage=storage, tracking_uri=tracking_uri,
+                                 progress=not quiet, report=False if no_report else None,
+                                 echo=typer.echo)
+        _print_guide(summary)
+        if summary.stopped is not None:
+            raise typer.Exit(3)
+
+    _guard(go)
+
+
+def _print_guide(s) -> None:
+    from .guide import fmt_overrides
+    from .guide.budget import fmt_epochs, fmt_split
+
+    typer.echo("")
+    spent = f"{fmt_epochs(s.used)} of {fmt_epochs(s.budget)} epochs ({fmt_split(s.spent)})"
+    if s.stopped is not None:
+        r = s.stopped
+        typer.echo(f"stopped      {s.name}: stage {r.stage} failed its rule after {spent}")
+        typer.echo(f"why          {r.line}")
+        if r.diagnosis:
+            typer.echo(f"diagnosis    {r.diagnosis}")
+        for i, a in enumerate(r.advice):
+            typer.echo(f"{'advice' if i == 0 else '':12s} - {a}")
+        typer.echo(f"resume       change what the advice says (--set ..., the study file) and "
+                   f"rerun: accepted stages are kept, {r.stage} continues")
+    else:
+        last = s.stages[-1]
+        typer.echo(f"guide        {s.name}: 3 stages accepted; {spent} in {s.duration_s:.1f}s")
+        typer.echo(f"best value   {last.value:.4f} ({last.study}, trial {last.winner})")
+        typer.echo(f"best config  {fmt_overrides(s.final)} (over the study file)")
+        typer.echo(f"best run     {last.parent_run_id} holds guide_config.yaml")
+    typer.echo(f"optuna       {s.storage}")
+    typer.echo(f"mlflow       {s.tracking_uri}   (experiment {s.experiment}; open with: hpstudy ui)")
+    if s.report_path:
+        typer.echo(f"dashboard    {s.report_path}")
+
+
+@app.command()
 def ablate(
     ablation: Annotated[str, typer.Argument(
         metavar="ABLATION.yaml",
@@ -679,6 +742,8 @@ def report(
     """Write the study's dashboard, <report.dir>/<study>/index.html (self-contained, offline)."""
 
     def go():
+        if _report_guide(study, storage, tracking_uri, out, no_log):
+            return
         cfg, url, uri = _study_to_read(study, storage, tracking_uri)
         from .analyze import StudyNotFoundError
         from .inspection import best_trial_sections
@@ -693,6 +758,43 @@ def report(
         typer.echo(f"dashboard    {path}")
 
     _guard(go)
+
+
+def _report_guide(study: str, storage: str | None, tracking_uri: str | None,
+                  out: str | None, no_log: bool) -> bool:
+    """Write the guide's page when STUDY names a guided study; True when it is only that.
+
+    A study file or name with stage studies (``<name>/1-anything``...) gets
+    ``<report.dir>/<name>/guide/index.html``; a plain study of the same name
+    (``hpstudy run``) gets its own dashboard as well (False is returned).
+    """
+    from .analyze import guide_stages
+    from .config import DEFAULT_STORAGE, from_dict, load_study, load_yaml_text
+    from .names import ATTR_GUIDE_CONFIG, stage_study_name
+
+    if Path(study).is_file() or study.endswith((".yaml", ".yml")):
+        cfg = load_study(study)
+        name, url = cfg.name, cfg.storage_url(storage)
+    else:
+        cfg, name = None, study
+        url = storage or os.environ.get("HPSTUDY_STORAGE") or DEFAULT_STORAGE
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return False  # nothing stored yet (and reading must not create the file)
+    found = guide_stages(name, url)
+    if not found:
+        return False
+    import optuna
+
+    from .report import report_guide
+
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(url)}
+    if cfg is None:  # the study file's config is kept with the stages: its stores and report dir
+        text = studies[stage_study_name(name, found[0])].user_attrs.get(ATTR_GUIDE_CONFIG)
+        cfg = from_dict(load_yaml_text(text), f"{name} (config stored in {url})")
+    path = report_guide(name, url, cfg.tracking_uri(tracking_uri), out or cfg.report.dir,
+                        log_artifact=not no_log)
+    typer.echo(f"guide        {path}")
+    return name not in studies  # a plain study of that name gets its dashboard too
 
 
 @app.command()

@@ -107,3 +107,36 @@ ABLATION_METRICS = ("best_val_acc", "best_val_loss", "test_acc", "test_loss")
 # ------------------------------------------------------------------ thesis reproduction
 REPRODUCTION_EXPERIMENT = "thesis-reproduction"  # MLflow experiment of `hpstudy reproduce`
 REPRODUCTION_DIR = "reproduction"  # dashboards/<this>/index.html and results.csv
+
+
+# ------------------------------------------------------------------ guided tuning
+GUIDE_STAGES = ("1-anything", "2-everything", "3-right-thing")
+"""The course's three milestones, as the suffixes of a guide's stage studies."""
+TAG_GUIDE = "hpstudy.guide"  # stage parent run: the guided study's name
+TAG_STAGE = "hpstudy.stage"  # stage parent run: 1-anything, 2-everything, 3-right-thing
+TAG_STAGE_OUTCOME = "hpstudy.stage_outcome"  # accepted | failed
+TAG_STAGE_RULE = "hpstudy.stage_rule"  # the acceptance rule in words
+TAG_STAGE_TARGET = "hpstudy.stage_target"  # the number the rule compares with
+TAG_STAGE_EVIDENCE = "hpstudy.stage_evidence"  # one line: the numbers behind the outcome
+TAG_STAGE_WINNER = "hpstudy.stage_winner"  # the winning trial's number ("none" when failed)
+TAG_STAGE_OVERRIDES = "hpstudy.stage_overrides"  # JSON: what the winner hands on
+TAG_LR_RANGE = "hpstudy.lr_range"  # stage 1 run: "low..high", the lr range searched
+TAG_LR_RANGE_NOTE = "hpstudy.lr_range_note"  # stage 1 run: what the range test found
+STAGE_ARTIFACT = "guide_stage.json"  # stage run: the stage's full record
+GUIDE_CONFIG_ARTIFACT = "guide_config.yaml"  # stage 3 run: the config the guide recommends
+ATTR_GUIDE = "guide"  # stage study: the guided study's name
+ATTR_GUIDE_STAGE = "guide_stage"  # stage study: its stage key
+ATTR_GUIDE_CONFIG = "guide_config"  # stage study: the study file's config (YAML)
+ATTR_GUIDE_OUTCOME = "guide_outcome"  # stage study: accepted | failed (absent: not finished)
+ATTR_GUIDE_RESULT = "guide_result"  # stage study: rule, target, evidence, winner, carry, advice
+ATTR_GUIDE_LR_RANGE = "guide_lr_range"  # stage 1 study: the lr range test (curve and range)
+ATTR_GUIDE_BUDGET = "guide_budget"  # stage study: total budget, weights, planned split
+ATTR_GUIDE_SGD = "guide_sgd"  # stage 3 study: the base and lr band of the SGD refinement
+ATTR_GUIDE_OVERRIDES = "guide_overrides"  # trial: the values it applied to its stage's base
+ATTR_GUIDE_PART = "guide_part"  # trial: which part of its stage ran it (search, sgd)
+LR_RANGE_ARTIFACT = "lr_range_test"  # stage 1 run: <name>.html (figure), .csv (curve)
+
+
+def stage_study_name(study: str, stage: str) -> str:
+    """The Optuna study (and MLflow run) name of a guide's stage: ``quickstart/1-anything``."""
+    return f"{study}/{stage}"

@@ -44,3 +44,21 @@ def test_scores_are_exact():
     assert per["b"] == (pytest.approx(2 / 3), 1.0, pytest.approx(0.8), 2)
     assert per["c"] == (0.0, 0.0, 0.0, 1)  # never predicted
     assert macro == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_guide_vs_search_quick(benchmarks_on_path, capsys):
+    import guide_vs_search
+
+    rows = guide_vs_search.main(["--quick"])
+    out = capsys.readouterr().out
+    assert len(rows) == 1
+    r = rows[0]
+    # both runs spent their epochs within the same budget and found something
+    assert 0 < r.search_spent <= r.budget and 0 < r.guide_spent <= r.budget
+    assert r.search_best is not None and r.search_to_best is not None
+    assert r.search_to_best <= r.search_spent
+    if r.guide_to_search_best is not None:
+        assert r.ratio == r.guide_to_search_best / r.search_to_best
+        assert r.guide_best >= r.search_best
+    for text in ("search best", "guide best", "epochs to", "quick: best val acc", "wall time"):
+        assert text in out, text

@@ -10,6 +10,8 @@ Public surface:
 - :func:`diagnose_study` (collect + diagnose_trials + summarize),
   :func:`diagnose_trials`, :func:`summarize` -> :class:`StudyDiagnosis`,
   :func:`format_text` (the ``hpstudy diagnose`` output);
+- guided studies: :func:`collect_guide` -> :class:`GuideData` (the stages of
+  ``hpstudy guide``, their outcomes and config diffs), :func:`guide_stages`;
 - ablations: :class:`Design`, :func:`analyze_ablation` -> :class:`AblationStats`
   (cell means and intervals, effects, interactions), :func:`collect_ablation`
   -> :class:`AblationData`, :func:`diagnose_cells`, :func:`format_ablation`.
@@ -41,6 +43,15 @@ from .diagnose import (
     diagnose,
     threshold_defaults,
 )
+from .guide import (
+    GuideData,
+    GuideStage,
+    collect_guide,
+    flat_config,
+    guide_stages,
+    study_epochs,
+    trial_epochs,
+)
 from .summary import (
     EVIDENCE_COLUMNS,
     StudyDiagnosis,
@@ -52,6 +63,13 @@ from .summary import (
 )
 
 __all__ = [
+    "GuideData",
+    "GuideStage",
+    "collect_guide",
+    "flat_config",
+    "guide_stages",
+    "study_epochs",
+    "trial_epochs",
     "AblationData",
     "AblationStats",
     "Design",

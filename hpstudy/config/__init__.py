@@ -31,6 +31,15 @@ from .ablation import (
     parse_ablation,
     read_ablation,
 )
+from .guide import (
+    ADAM_FAMILY,
+    SGD_FAMILY,
+    AnythingConfig,
+    EverythingConfig,
+    GuideConfig,
+    LrRangeConfig,
+    RightThingConfig,
+)
 from .space import ALIASES, PRESETS, SearchParam, resolve_key, resolve_space
 from .study import (
     METRICS,
@@ -59,6 +68,13 @@ from .study import (
 
 __all__ = [
     "ABLATION_SET_KEYS",
+    "ADAM_FAMILY",
+    "SGD_FAMILY",
+    "AnythingConfig",
+    "EverythingConfig",
+    "GuideConfig",
+    "LrRangeConfig",
+    "RightThingConfig",
     "ALIASES",
     "DEFAULT_STORAGE",
     "DEFAULT_TRACKING_URI",

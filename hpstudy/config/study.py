@@ -44,6 +44,7 @@ from ._base import (
     read_yaml,
     validate,
 )
+from .guide import GuideConfig
 from .space import resolve_key, resolve_space
 from .toolbox import FINETUNE_MODES, TTA_MODES, check_toolbox, parse_init_from
 
@@ -448,6 +449,7 @@ class StudyConfig(Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage: str | None = None  # Optuna URL; None: $HPSTUDY_STORAGE or sqlite:///mlruns/optuna.db
     report: ReportConfig = Field(default_factory=ReportConfig)
+    guide: GuideConfig = Field(default_factory=GuideConfig)  # `hpstudy guide` (config/guide.py)
 
     @model_validator(mode="after")
     def _validation_needed(self) -> StudyConfig:
@@ -500,7 +502,12 @@ class StudyConfig(Strict):
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The config as YAML; a default ``guide:`` section is left out (only ``hpstudy
+        guide`` reads it, and every trial's ``config.yaml`` would repeat it)."""
+        d = self.to_dict()
+        if self.guide == GuideConfig():
+            d.pop("guide")
+        return yaml.safe_dump(d, sort_keys=False)
 
 
 # ----------------------------------------------------------- loading/overrides

@@ -159,6 +159,22 @@ def model_kwargs(name: str) -> set[str]:
     return set(entry.kwargs)
 
 
+def model_defaults(name: str) -> dict[str, Any]:
+    """The values the builder of ``name`` uses for arguments a config does not set.
+
+    Its signature's defaults, with the variant's bound ``defaults`` on top
+    (``vgg11`` fixes ``cfg="A"``). The guide reads the width-like ones to
+    scale a model's capacity.
+    """
+    entry = _MODELS.get(name)
+    if entry is None:
+        raise UnknownModelError(name)
+    out = {p.name: p.default for p in inspect.signature(entry.fn).parameters.values()
+           if p.default is not inspect.Parameter.empty}
+    out.update(entry.info.defaults)
+    return out
+
+
 def create_model(
     name: str,
     *,

@@ -7,7 +7,9 @@ hyperparameter figures read from the values as trained: :func:`plot_slices` (one
 figure per hyperparameter), :func:`plot_parallel`, :func:`plot_importances`.
 Ablation reports: :func:`write_ablation_report` and the figures
 :func:`plot_cell_bars`, :func:`plot_effects`, :func:`plot_interaction`,
-:func:`plot_cell_curves`. Imports only :mod:`hpstudy.analyze` from hpstudy (DESIGN.md).
+:func:`plot_cell_curves`. Guided studies: :func:`report_guide` / :func:`write_guide_report` and the figures
+:func:`plot_lr_range`, :func:`plot_stage_fits`, :func:`plot_stage_epochs`.
+Imports only :mod:`hpstudy.analyze` from hpstudy (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ from .figures import (
     plot_learning_curves,
     plot_verdict_counts,
 )
+from .guide import (
+    build_guide_sections,
+    plot_lr_range,
+    plot_stage_epochs,
+    plot_stage_fits,
+    report_guide,
+    write_guide_report,
+)
 from .html import build_sections, report_study, write_report
 from .page import (
     ARTIFACT_DIR,
@@ -40,6 +50,12 @@ from .page import (
 from .params import plot_importances, plot_parallel, plot_slices
 
 __all__ = [
+    "build_guide_sections",
+    "plot_lr_range",
+    "plot_stage_epochs",
+    "plot_stage_fits",
+    "report_guide",
+    "write_guide_report",
     "plot_cell_bars",
     "plot_cell_curves",
     "plot_effects",

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .._proc import interruption
-from ..config import resolve_space, trial_params
+from ..config import StudyConfig, resolve_space, trial_params
 from ..names import (
     ATTR_CHECKPOINT,
     ATTR_FAIL_REASON,
@@ -111,7 +111,7 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float:
         s, n = self.session, trial.number
         record_owner(s.storage, s.study.study_name, n)  # a rerun can tell when it died
-        tcfg = self.cfg.concrete(_space.suggest(trial, self.space), source=f"trial {n}")
+        tcfg = self.trial_config(trial)
         with tracked_run(s.tracker, trial_run_name(n), tags=trial_tags(self.cfg.name, n),
                          params=trial_params(tcfg), parent_id=s.parent_run_id,
                          gpu_metrics=uses_gpu(tcfg)) as run:
@@ -131,6 +131,14 @@ class Objective:
             trial.set_user_attr(ATTR_FAIL_REASON, result.failure)
             raise TrialFailed(result.failure)
         return float(result.value)  # type: ignore[arg-type]
+
+    def trial_config(self, trial: optuna.Trial) -> StudyConfig:
+        """The trial's concrete config: the study's config with every space entry sampled.
+
+        Drivers that map sampled values before training (the guide scales the
+        lr with the batch size) override this one method.
+        """
+        return self.cfg.concrete(_space.suggest(trial, self.space), source=f"trial {trial.number}")
 
     def _reporter(self, trial: optuna.Trial) -> Any:
         """The pruning hook: report the epoch's objective, say whether to stop."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,6 +297,8 @@ def run_study(
     storage: str | None = None,
     tracking_uri: str | None = None,
     progress: bool = True,
+    objective: Callable[[StudySession], Callable[[optuna.Trial], float]] | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> StudySummary:
     """Create or resume the study and run trials in this process.
 
@@ -307,6 +310,10 @@ def run_study(
         storage: Optuna storage URL (flag > study file > $HPSTUDY_STORAGE > default).
         tracking_uri: MLflow URI (flag > study file > $MLFLOW_TRACKING_URI > default).
         progress: show the progress bar and one line per trial.
+        objective: builds the objective from the open session (default
+            :class:`Objective`); guided stages map sampled values first.
+        callbacks: more Optuna callbacks, called after each trial (one may
+            ``study.stop()``: a guided stage stops when its epochs are spent).
     """
     start = time.perf_counter()
     session = connect(cfg, storage, tracking_uri)
@@ -317,8 +324,9 @@ def run_study(
     before = {tr.number for tr in session.study.get_trials(deepcopy=False)}
     error: BaseException | None = None
     try:
-        session.study.optimize(Objective(session), n_trials=n, timeout=t, catch=(Exception,),
-                               callbacks=[bar], gc_after_trial=False)
+        session.study.optimize((objective or Objective)(session), n_trials=n, timeout=t,
+                               catch=(Exception,), callbacks=[bar, *callbacks],
+                               gc_after_trial=False)
     except BaseException as e:
         error = e
         raise
