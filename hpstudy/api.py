@@ -580,6 +580,15 @@ class StagedResults:
     stages: dict[str, StudyResults]
 
     @property
+    def guide(self) -> Any:
+        """The guide's own record of its stages (rules, outcomes, evidence, config diffs):
+        :class:`~hpstudy.analyze.guide.GuideData`."""
+        from .analyze.guide import collect_guide
+
+        last = self.last
+        return collect_guide(self.name, last.storage, last.tracking_uri)
+
+    @property
     def trials(self) -> Any:
         return _concat_stages({k: v.trials for k, v in self.stages.items()})
 
@@ -644,7 +653,8 @@ def load(study: str | Path | StudyConfig, storage: str | None = None,
         if "factors" in (read_ablation(text) or {}):
             return _load_ablation_file(text, tracking_uri)
         cfg = load_study(text)
-        return _load_study(cfg.name, cfg.storage_url(storage), cfg.tracking_uri(tracking_uri))
+        text, storage, tracking_uri = cfg.name, cfg.storage_url(storage), \
+            cfg.tracking_uri(tracking_uri)
     url = storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
     uri = tracking_uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
     try:
