@@ -379,14 +379,15 @@ def train(
 def guide(
     study: StudyArg,
     budget_epochs: Annotated[float | None, typer.Option(
-        "--budget-epochs", min=1, help="Total training epochs of all stages (default: "
+        "--budget-epochs", min=1, metavar="EPOCHS", help="Total training epochs of all stages (default: "
                                        "guide.budget_epochs, else search.n_trials x "
                                        "train.max_epochs).")] = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     set_: SetOpt = None,
-    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the guide's page at the end.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", metavar="",
+                                            help="Skip the guide's page at the end.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Guided tuning: learn anything, learn everything, learn the right thing (three linked
     studies <study>/1-anything, /2-everything, /3-right-thing). A stage that fails its rule
