@@ -629,6 +629,7 @@ def test_diverged_runs_are_recorded_excluded_and_rerun(store: str, tmp_path: Pat
 
 
 @pytest.mark.dist
+@pytest.mark.slow  # tens of seconds of the 15-minute default suite: `make test-all` runs it
 def test_ddp_cells_train_in_child_processes_exactly_once_each(tmp_path: Path):
     # train.devices: 2 with strategy ddp inside `hpstudy ablate` would relaunch the whole
     # command per rank; the cells go through the child-process path instead (2 cells x 2 seeds)

@@ -89,6 +89,7 @@ def test_workers_on_two_processes_share_one_postgres_study(pg, tracking_server, 
         assert "history.csv" in {a.path for a in client.list_artifacts(r.info.run_id)}
 
 
+@pytest.mark.slow  # tens of seconds of the 15-minute default suite: `make test-all` runs it
 def test_heartbeat_fails_and_retries_a_killed_workers_trial_on_postgres(
     pg, tracking_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

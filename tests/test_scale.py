@@ -216,6 +216,7 @@ def test_isolated_trial_killed_by_a_signal_fails_with_reason_and_the_study_goes_
 
 # ------------------------------------------------------------------ parallel
 @pytest.mark.dist
+@pytest.mark.slow  # tens of seconds of the 15-minute default suite: `make test-all` runs it
 def test_parallel_workers_finish_exactly_n_trials_and_survive_a_killed_worker(
     stores, write_study
 ):

@@ -192,7 +192,15 @@ def thesis_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"storage": f"sqlite:///{d}/optuna.db", "tracking_uri": f"sqlite:///{d}/mlflow.db"}
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+# The default suite runs one file per architecture family, covering every data format
+# (mnist, cifar10, cifar100, svhn); `-m slow` (make test-all) runs the other eight as well.
+_DEFAULT_SMOKE = {"mnist_baseline", "nin_cifar100", "bn_nin_cifar10", "bn_vgg", "densenet_svhn",
+                  "preact_resnet", "wrn"}
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, id=p.stem, marks=() if p.stem in _DEFAULT_SMOKE else pytest.mark.slow)
+    for p in STUDIES])
 def test_thesis_study_runs_one_trial_on_cpu(path: Path, tmp_path: Path,
                                             thesis_stores: dict[str, str]):
     cfg, first, trial0 = _first_trial(path)

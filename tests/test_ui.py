@@ -97,6 +97,7 @@ def _answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow  # tens of seconds of the 15-minute default suite: `make test-all` runs it
 def test_hpstudy_ui_lands_on_the_study_in_chromium_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     chromium = need_chromium()
     raw = tiny_study("ui-study", train={"max_epochs": 2, "limit_train_batches": 2,
