@@ -119,51 +119,41 @@ def test_sigterm_during_run_records_the_trial_and_exits_143(tmp_path: Path, isol
 
 
 @pytest.mark.slow  # several processes of torch + Lightning: a minute or more
-def test_ctrl_c_to_the_group_with_two_workers_exits_130(tmp_path: Path):
+@pytest.mark.parametrize("how", ["ctrl-c to the group", "sigterm to the parent alone"])
+def test_a_signal_to_a_two_worker_run_fails_both_trials_and_ends_everything(tmp_path: Path,
+                                                                            how: str):
+    """Ctrl-C reaches every process of the group; `kill PID` reaches only the parent, which
+    forwards it: either way both running trials fail with the signal, and nothing is left."""
+    sig, code_expected = ((signal.SIGINT, 130) if how.startswith("ctrl-c")
+                          else (signal.SIGTERM, 143))
     s = _stores(tmp_path)
-    path = _write(tmp_path, "ctrlc", train=LONG, search={"n_trials": 4, "space": "none"})
+    name = "ctrlc" if sig == signal.SIGINT else "termparent"
+    path = _write(tmp_path, name, train=LONG, search={"n_trials": 4, "space": "none"})
     proc = _start(["run", str(path), "--workers", "2", "--storage", s["storage"],
                    "--tracking-uri", s["tracking"], "-q"], tmp_path)
     try:
-        wait_for(lambda: _running_with_epochs("ctrlc", s["storage"], 2), 300,
+        wait_for(lambda: _running_with_epochs(name, s["storage"], 2), 300,
                  "both workers' trials to report an epoch", step=0.5)
         workers = _descendants(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        else:
+            proc.send_signal(signal.SIGTERM)  # `kill PID`: the workers get nothing from the shell
         code, out, err = _finish(proc, 180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert code == 130, err
-    _one_line(err, "SIGINT")
-    trials = _trials("ctrlc", s["storage"])
+    assert code == code_expected, err
+    _one_line(err, sig.name)
+    trials = _trials(name, s["storage"])
     assert len(trials) == 2 and all(t.state == TrialState.FAIL for t in trials)
-    assert {t.user_attrs["fail_reason"] for t in trials} == {"interrupted: SIGINT"}
+    assert {t.user_attrs["fail_reason"] for t in trials} == {f"interrupted: {sig.name}"}
     for t in trials:
-        _assert_interrupted_run(s["tracking"], "ctrlc", t.user_attrs["mlflow_run_id"], "SIGINT")
-    assert _parent_status(s["tracking"], "ctrlc") == "KILLED"
+        _assert_interrupted_run(s["tracking"], name, t.user_attrs["mlflow_run_id"], sig.name)
+    assert _parent_status(s["tracking"], name) == "KILLED"
     time.sleep(0.5)
     assert not [p for p in workers if Path(f"/proc/{p}").exists()
                 and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
-
-
-@pytest.mark.slow  # several processes of torch + Lightning: a minute or more
-def test_sigterm_to_the_parent_alone_reaches_the_workers(tmp_path: Path):
-    s = _stores(tmp_path)
-    path = _write(tmp_path, "termparent", train=LONG, search={"n_trials": 4, "space": "none"})
-    proc = _start(["run", str(path), "--workers", "2", "--storage", s["storage"],
-                   "--tracking-uri", s["tracking"], "-q"], tmp_path)
-    try:
-        wait_for(lambda: _running_with_epochs("termparent", s["storage"], 2), 300,
-                 "both workers' trials to report an epoch", step=0.5)
-        proc.send_signal(signal.SIGTERM)  # `kill PID`: the workers get nothing from the shell
-        code, out, err = _finish(proc, 180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert code == 143, err
-    trials = _trials("termparent", s["storage"])
-    assert len(trials) == 2
-    assert {t.user_attrs["fail_reason"] for t in trials} == {"interrupted: SIGTERM"}
 
 
 # ------------------------------------------------------------------ other verbs

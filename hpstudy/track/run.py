@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -183,11 +184,25 @@ class TrackedRun:
         except Exception:  # noqa: BLE001 - the state below matters more
             pass
         state = KILLED if interruption(exc) is not None else FAIL
+        tags = {TAG_FAIL_REASON: reason, TAG_NOTE: f"{state}: {reason}"}
+        # Ctrl-C reaches every worker at once: on a SQLite store they all write now, and a
+        # process killed inside a write holds the lock until it exits. Retry for a few
+        # seconds, quietly (MLflow's store logs each failed statement with its traceback).
+        store_log = logging.getLogger("mlflow.store.db.utils")
+        level, store_log.level = store_log.level, logging.CRITICAL
         try:
-            self.end(state, {TAG_FAIL_REASON: reason, TAG_NOTE: f"{state}: {reason}"})
-        except Exception as e:  # noqa: BLE001 - see above
-            _log.warning("run %s could not be marked %s: %s: %s", self.id, state,
-                         type(e).__name__, e)
+            for wait in (0.25, 0.5, 1.0, 2.0, 4.0, None):
+                try:
+                    self.end(state, tags)
+                    break
+                except Exception as e:  # noqa: BLE001 - see above
+                    if wait is None:
+                        _log.warning("run %s could not be marked %s: %s: %s", self.id, state,
+                                     type(e).__name__, str(e).splitlines()[0])
+                    else:
+                        time.sleep(wait)
+        finally:
+            store_log.setLevel(level)
         return reason
 
 
