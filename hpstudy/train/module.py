@@ -120,6 +120,12 @@ class ClassifierModule(pl.LightningModule):
         self._kernels = kernels(self.net) if (t.l1 or t.max_norm is not None) else []
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.train_cfg.label_smoothing)
         self.sums = {s: EpochSums() for s in STAGES}
+        # the last validation epoch's train_/val_ loss and acc (tensors, read once per epoch)
+        self.epoch_values: dict[str, torch.Tensor] = {}
+        # also log them through Lightning (self.log_dict: about 3 ms per epoch of its
+        # result bookkeeping); fit() turns it off when nothing reads Lightning's logged
+        # metrics (no EarlyStopping, no plateau scheduler)
+        self.lightning_logging = True
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets plain bookkeeping attributes (the running hook's name) around
@@ -177,7 +183,9 @@ class ClassifierModule(pl.LightningModule):
         metrics = self._epoch_metrics("val")
         if not self.trainer.sanity_checking and self.sums["train"].updated:
             metrics.update(self._epoch_metrics("train"))
-        self.log_dict(metrics, prog_bar=False, sync_dist=False)
+        self.epoch_values = metrics
+        if self.lightning_logging:
+            self.log_dict(metrics, prog_bar=False, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._epoch_metrics("test"), sync_dist=False)
