@@ -140,6 +140,7 @@ class Timers:
 def instrument(timers: Timers) -> None:
     """Time hpstudy's own phases of a trial (names looked up, skipped when absent)."""
     import lightning.pytorch as pl
+    import optuna
 
     # modules by full name: hpstudy.train re-exports functions named like them
     obj = importlib.import_module("hpstudy.search.objective")
@@ -162,6 +163,8 @@ def instrument(timers: Timers) -> None:
     timers.wrap(fitmod, "build_module", "data+model: prepare data, build the module")
     timers.wrap(fitmod, "build_trainer", "Lightning: build the Trainer")
     timers.wrap(pl.Trainer, "fit", "Lightning: Trainer.fit")
+    timers.wrap(optuna.trial.Trial, "report", "Optuna: report [per epoch]")
+    timers.wrap(optuna.trial.Trial, "should_prune", "Optuna: should_prune [per epoch]")
 
 
 # ------------------------------------------------------------------ raw loop
@@ -304,9 +307,9 @@ class Row:
 
 
 def _median_phases(runs: list[TrialTiming]) -> tuple[dict[str, float], dict[str, int]]:
-    keys = {k for r in runs for k in r.phases}
-    phases = {k: statistics.median(r.phases.get(k, 0.0) for r in runs) for k in keys}
-    return phases, dict(runs[-1].calls)
+    """The phases of the repetition with the median whole time (so its parts add up)."""
+    mid = sorted(runs, key=lambda r: r.whole)[(len(runs) - 1) // 2]
+    return dict(mid.phases), dict(mid.calls)
 
 
 def breakdown(row: Row) -> list[str]:
@@ -322,17 +325,20 @@ def breakdown(row: Row) -> list[str]:
     n_ep = max(c.get("MLflow: log one epoch [per epoch]", row.epochs), 1)
     fit_all = p.get("Lightning: Trainer.fit", 0.0)
     between = fit_all - row.trial_epochs
+    report = p.get("Optuna: report [per epoch]", 0.0) + p.get("Optuna: should_prune [per epoch]",
+                                                             0.0)
     lines.append(f"  per epoch  {1000 * between / max(row.epochs, 1):8.2f} ms  "
-                 f"between epochs in Trainer.fit (hooks), of which MLflow log_batch "
-                 f"{1000 * log_epoch / n_ep:.2f} ms")
+                 f"Trainer.fit outside the epochs / epochs, of which MLflow log_epoch "
+                 f"{1000 * log_epoch / n_ep:.2f} ms, Optuna report + should_prune "
+                 f"{1000 * report / n_ep:.2f} ms")
     whole_extra = row.trial_whole - row.raw_whole
     lines.append(f"  per trial  {whole_extra - extra_epochs:8.3f} s   outside the epochs "
                  f"(trial {row.trial_whole:.3f}s vs raw {row.raw_whole:.3f}s in all):")
     objective = p.get("objective (all of the trial's own work)", 0.0)
     fit = p.get("fit() in all", 0.0)
     named = [k for k in p if k not in ("objective (all of the trial's own work)",
-                                       "fit() in all", "Lightning: Trainer.fit",
-                                       "MLflow: log one epoch [per epoch]")]
+                                       "fit() in all", "Lightning: Trainer.fit")
+             and "[per epoch]" not in k]
     for k in sorted(named, key=lambda k: -p[k]):
         lines.append(f"    {p[k]:7.3f} s  {k}")
     inside_fit = sum(p.get(k, 0.0) for k in ("data: build the data module",
