@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,19 @@ def finish_study(cfg: StudyConfig, summary: Any, *, report: bool | None = None,
     from .track import Tracker
 
     tracker = Tracker(summary.tracking_uri, cfg.tracking.experiment or cfg.name)
-    if cfg.tracking.register_best:
+    draw = cfg.report.enabled if report is None else report
+    if cfg.tracking.register_best and draw:
+        # registering (a torch.export and log_model: seconds) runs on a thread while the
+        # dashboard collects the study and draws its figures; only the page's best-trial
+        # section, which names the registered version, waits for it
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpstudy-register") as pool:
+            registering = pool.submit(register_best_model, cfg, summary, tracker)
+            summary.report_path = write_dashboard(cfg, summary.storage, tracker,
+                                                  wait=registering.result)
+            summary.registered_model = registering.result()
+    elif cfg.tracking.register_best:
         summary.registered_model = register_best_model(cfg, summary, tracker)
-    if cfg.report.enabled if report is None else report:
+    elif draw:
         summary.report_path = write_dashboard(cfg, summary.storage, tracker)
     if start is not None:
         summary.duration_s = time.perf_counter() - start
@@ -193,17 +204,24 @@ def register_best_model(cfg: StudyConfig, summary: Any, tracker: Any) -> str | N
     return reg.model_uri
 
 
-def write_dashboard(cfg: StudyConfig, storage_url: str, tracker: Any) -> str | None:
+def write_dashboard(cfg: StudyConfig, storage_url: str, tracker: Any,
+                    wait: Callable[[], Any] | None = None) -> str | None:
     """Write ``<report.dir>/<study>/index.html``, log it to the parent run, return its path.
 
+    ``wait`` is called once the figures are drawn, before the best trial's
+    section is made (it waits for the registration running meanwhile).
     Returns None (with a warning) when it cannot be written: a dashboard that
     fails to draw must not turn a finished study into a failed command.
     """
     from .inspection import best_trial_sections
     from .report import report_study  # plotly is imported only when a report is wanted
 
+    def extra() -> Any:
+        if wait is not None:
+            wait()
+        return best_trial_sections(cfg.name, storage_url, tracker.uri)  # [] without checkpoint
+
     try:
-        extra = best_trial_sections(cfg.name, storage_url, tracker.uri)  # [] without checkpoint
         path = report_study(cfg.name, storage_url, tracker.uri, cfg.report.dir, tracker=tracker,
                             extra=extra)
     except Exception as e:  # noqa: BLE001 - the study itself succeeded

@@ -289,7 +289,8 @@ def build_sections(data: StudyData, table: pd.DataFrame, summary: StudyDiagnosis
 
 def write_report(data: StudyData, out_dir: str | Path = "dashboards", *,
                  table: pd.DataFrame | None = None, summary: StudyDiagnosis | None = None,
-                 top_k: int = 3, extra: Sequence[Section] = ()) -> Path:
+                 top_k: int = 3,
+                 extra: Sequence[Section] | Callable[[], Sequence[Section]] = ()) -> Path:
     """Write ``<out_dir>/<study>/index.html`` and return its path.
 
     Args:
@@ -298,11 +299,14 @@ def write_report(data: StudyData, out_dir: str | Path = "dashboards", *,
         table: from :func:`hpstudy.analyze.diagnose_trials` (computed if omitted).
         summary: from :func:`hpstudy.analyze.summarize` (computed if omitted).
         top_k: how many of the best trials get learning curves.
-        extra: sections appended at the end (the best trial's inspection).
+        extra: sections appended at the end (the best trial's inspection), or a
+            function that makes them, called once the figures are drawn (work
+            they wait for, such as registering the best model, runs meanwhile).
     """
     table = diagnose_trials(data) if table is None else table
     summary = summarize(table, data) if summary is None else summary
-    sections = build_sections(data, table, summary, top_k) + list(extra)
+    sections = build_sections(data, table, summary, top_k)
+    sections += list(extra() if callable(extra) else extra)
     page = render_html(f"hpstudy report: {data.name}", sections)
     return write_page(page, out_dir, data.name)
 
@@ -310,7 +314,7 @@ def write_report(data: StudyData, out_dir: str | Path = "dashboards", *,
 def report_study(study_name: str, storage_url: str, tracking_uri: str | None,
                  out_dir: str | Path = "dashboards", *, log_artifact: bool = True,
                  top_k: int = 3, tracker: Tracker | None = None,
-                 extra: Sequence[Section] = ()) -> Path:
+                 extra: Sequence[Section] | Callable[[], Sequence[Section]] = ()) -> Path:
     """Collect a study, write its dashboard, and log it to the study's parent MLflow run.
 
     Args:
@@ -323,7 +327,8 @@ def report_study(study_name: str, storage_url: str, tracking_uri: str | None,
         tracker: the study's tracker when the caller has one (it is reused);
             otherwise one is opened on ``tracking_uri`` to log the page.
         extra: sections appended at the end (the composition adds the best
-            trial's inspection, :func:`hpstudy.inspection.best_trial_sections`).
+            trial's inspection, :func:`hpstudy.inspection.best_trial_sections`),
+            or a function making them once the figures are drawn.
 
     Returns:
         The path of the written ``index.html``.

@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .._proc import owner_gone, this_process
+from .._sqlite import tune_sqlite
 from .._stores import sqlalchemy_url
 from .._urls import absolute_url
 from ..names import (
@@ -92,6 +93,7 @@ def _open(url: str, handler: StaleTrialHandler) -> optuna.storages.BaseStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        tune_sqlite()
         # wait for a lock instead of failing with "database is locked"
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:

@@ -171,7 +171,7 @@ class _EpochRecorder(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self.validates:
             return
-        self._record(trainer, pl_module, trainer.callback_metrics)
+        self._record(trainer, pl_module, pl_module.epoch_values)  # type: ignore[arg-type]
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.validates:
@@ -337,6 +337,8 @@ def _fit(cfg: StudyConfig, hooks: Sequence[EpochHook], monitor: str | None, mode
             monitor=es.monitor, mode="max" if es.monitor == "val_acc" else "min",
             patience=es.patience, min_delta=es.min_delta, check_finite=False,
         ))
+    # Lightning's logged metrics are read only by EarlyStopping and a plateau scheduler
+    module.lightning_logging = t.early_stopping.enabled or t.scheduler.name == "plateau"
     trainer = build_trainer(cfg, callbacks, **({} if validates else {"limit_val_batches": 0}))
     if _trains_in_spawned_ranks(trainer):
         fd, recorder.handoff = tempfile.mkstemp(prefix="hpstudy-recorder-", suffix=".pt")
@@ -365,6 +367,7 @@ def _fit(cfg: StudyConfig, hooks: Sequence[EpochHook], monitor: str | None, mode
 
     if recorder.best_state is not None:
         module.load_state_dict(recorder.best_state)
+    module.lightning_logging = True  # test and validate results are Lightning's logged metrics
     test = None
     if t.evaluate_test and status in ("completed", "early_stopped") and dm.has_test:
         test_trainer = build_trainer(cfg, device_callbacks, limit_test_batches=None)

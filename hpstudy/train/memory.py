@@ -176,9 +176,15 @@ def release_memory() -> None:
 
     ``gc.collect`` first: a failed fit's frames (and their tensors) can hang in
     reference cycles through its exception; the cache can only return blocks
-    nothing points to.
+    nothing points to. Then ``gc.freeze``: what survived a full collection is
+    the process's long-lived state (imported torch, Lightning, MLflow, Optuna,
+    the open study), about 770k objects that every full collection walked
+    again (0.4-0.7 s per trial on this project's 2-core machine, a quarter of
+    a digits trial); frozen, the next collection walks only what the next
+    run created (under a millisecond), and a run's own cycles are still freed.
     """
     gc.collect()
+    gc.freeze()
     try:
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()

@@ -1,8 +1,8 @@
 """The Lightning module: thin, the same for every architecture.
 
 Builds the network from the model registry by name, applies the init scheme,
-shares one ``_step`` across train/val/test, keeps loss and accuracy in
-torchmetrics objects (accumulated on device) and logs them once per epoch.
+shares one ``_step`` across train/val/test, sums loss and correct predictions
+on the device (:class:`EpochSums`) and logs them once per epoch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import lightning.pytorch as pl
 import torch
 import torch.nn as nn
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy
 
 from ..config import ModelConfig, TrainConfig
 from ..models import count_params, create_model, init_weights
@@ -49,6 +48,44 @@ class MeanLoss(Metric):
         return self.total / self.count
 
 
+class EpochSums:
+    """Sample-weighted loss and correct predictions of one stage's epoch, summed on device.
+
+    One stacked add per step and nothing else: torchmetrics' ``update`` costs
+    tens of microseconds of Python bookkeeping per call and per metric, which
+    on small batches is a visible part of a step (``benchmarks/overhead.py``).
+    :meth:`compute` sums across DDP ranks once per epoch; a NaN loss propagates
+    to the epoch's value, which is how a diverged run is detected. Accuracy is
+    top-1 over all samples (torchmetrics' micro-averaged multiclass accuracy).
+    """
+
+    def __init__(self) -> None:
+        self.sums: torch.Tensor | None = None  # (loss * n, correct) on the device
+        self.count = 0  # samples, counted on the host (no sync)
+
+    @property
+    def updated(self) -> bool:
+        return self.count > 0
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.shape[0]
+        step = torch.stack([loss.detach().float() * n,
+                            (logits.detach().argmax(-1) == y).sum().float()])
+        self.sums = step if self.sums is None else self.sums.add_(step)
+        self.count += n
+
+    def compute(self, device: torch.device, strategy: Any | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean loss, accuracy)`` as tensors on ``device``, summed over ranks; then reset."""
+        if self.sums is None:  # no batch this epoch (this rank): NaN, as 0 / 0
+            self.sums = torch.zeros(2, device=device)
+        total = torch.cat([self.sums, self.sums.new_tensor([self.count])])
+        if strategy is not None and getattr(strategy, "world_size", 1) > 1:
+            total = strategy.reduce(total, reduce_op="sum")
+        self.sums, self.count = None, 0
+        return total[0] / total[2], total[1] / total[2]
+
+
 class ClassifierModule(pl.LightningModule):
     """Image classifier trained with cross-entropy.
 
@@ -82,13 +119,23 @@ class ClassifierModule(pl.LightningModule):
         t = self.train_cfg
         self._kernels = kernels(self.net) if (t.l1 or t.max_norm is not None) else []
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.train_cfg.label_smoothing)
-        # ModuleDict keys cannot shadow nn.Module attributes ("train"): prefix them
-        self.acc = nn.ModuleDict(
-            # validate_args=False: the input checks sync with the host on every step
-            {f"{s}_": MulticlassAccuracy(num_classes=num_classes, average="micro",
-                                         validate_args=False) for s in STAGES}
-        )
-        self.loss = nn.ModuleDict({f"{s}_": MeanLoss() for s in STAGES})
+        self.sums = {s: EpochSums() for s in STAGES}
+        # the last validation epoch's train_/val_ loss and acc (tensors, read once per epoch)
+        self.epoch_values: dict[str, torch.Tensor] = {}
+        # also log them through Lightning (self.log_dict: about 3 ms per epoch of its
+        # result bookkeeping); fit() turns it off when nothing reads Lightning's logged
+        # metrics (no EarlyStopping, no plateau scheduler)
+        self.lightning_logging = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets plain bookkeeping attributes (the running hook's name) around
+        # every hook call, dozens per step, each through nn.Module.__setattr__'s
+        # parameter/module/buffer checks. A plain value replacing an attribute that is
+        # already a plain one (in __dict__) needs none of them: the same result, faster.
+        if name in self.__dict__ and not isinstance(value, torch.Tensor | nn.Module):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -97,9 +144,7 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self.net(x)
         loss = self.criterion(logits, y)
-        # accumulate on device; no .item() here (no per-step host sync)
-        self.loss[f"{stage}_"].update(loss, y.shape[0])
-        self.acc[f"{stage}_"].update(logits.detach(), y)
+        self.sums[stage].update(loss, logits, y)  # on device: no per-step host sync
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -128,20 +173,19 @@ class ClassifierModule(pl.LightningModule):
         return self._epoch_metrics(stage)
 
     def _epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
-        # compute() syncs across DDP ranks once per epoch
-        loss, acc = self.loss[f"{stage}_"], self.acc[f"{stage}_"]
-        out = {f"{stage}_loss": loss.compute(), f"{stage}_acc": acc.compute()}
-        loss.reset()
-        acc.reset()
-        return out
+        # summed across DDP ranks once per epoch
+        loss, acc = self.sums[stage].compute(self.device, self.trainer.strategy)
+        return {f"{stage}_loss": loss, f"{stage}_acc": acc}
 
     def on_validation_epoch_end(self) -> None:
         # Validation runs after the last training batch of the epoch, so the
         # training metrics of this epoch are complete here too: one log call.
         metrics = self._epoch_metrics("val")
-        if not self.trainer.sanity_checking and self.loss["train_"].update_called:
+        if not self.trainer.sanity_checking and self.sums["train"].updated:
             metrics.update(self._epoch_metrics("train"))
-        self.log_dict(metrics, prog_bar=False, sync_dist=False)
+        self.epoch_values = metrics
+        if self.lightning_logging:
+            self.log_dict(metrics, prog_bar=False, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._epoch_metrics("test"), sync_dist=False)
