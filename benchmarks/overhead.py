@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             row = measure(copy.deepcopy(w), repeats, args.quick, Path(tmp))
             rows.append(row)
             print(f"\n{row.workload}: {row.epochs} epochs x {row.steps_per_epoch} steps; "
-                  f"best val_acc raw {row.raw_value:.4f}, trial {row.trial_value}")
+                  f"best val_acc raw {row.raw_value:.4f}, trial {row.trial_value:.4f}")
             print(f"  epochs only   raw {row.raw_epochs:7.3f}s  trial {row.trial_epochs:7.3f}s"
                   f"  {row.epochs_ratio:5.2f}x")
             print(f"  whole trial   raw {row.raw_whole:7.3f}s  trial {row.trial_whole:7.3f}s"
