@@ -147,7 +147,7 @@ def test_a_signal_to_a_two_worker_run_fails_both_trials_and_ends_everything(tmp_
     _one_line(err, sig.name)
     trials = _trials(name, s["storage"])
     assert len(trials) == 2 and all(t.state == TrialState.FAIL for t in trials)
-    assert {t.user_attrs["fail_reason"] for t in trials} == {f"interrupted: {sig.name}"}
+    assert {t.user_attrs["fail_reason"] for t in trials} == {f"interrupted: {sig.name}"}, err
     for t in trials:
         _assert_interrupted_run(s["tracking"], name, t.user_attrs["mlflow_run_id"], sig.name)
     assert _parent_status(s["tracking"], name) == "KILLED"

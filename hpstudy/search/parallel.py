@@ -286,7 +286,9 @@ def run_parallel(
     except BaseException as e:
         # let the workers record their trials as interrupted before anything is
         # terminated; a trial whose worker had to be killed is failed here
-        error, grace = e, 15.0
+        # (30 s: on a loaded machine a worker closing its run on a busy SQLite store took
+        # over 15 s once, and the SIGTERM that ended it then named the wrong signal)
+        error, grace = e, 30.0
         stop = interruption(e)
         pool.stop(grace, signum=stop.signum if stop is not None else signal.SIGTERM)
         _handle_deaths(pool, session, restart=False,
