@@ -193,7 +193,9 @@ def prune_reason(cfg: Any, epoch: int) -> str:
         pct = opts.get("percentile", 25.0)
         return f"outside the best {pct:g}% of earlier trials at epoch {epoch} (percentile pruner)"
     if p.name in ("sha", "hyperband"):
-        rf = opts.get("reduction_factor", 3)
+        from .study import PRUNER_DEFAULTS  # study imports this module
+
+        rf = opts.get("reduction_factor", PRUNER_DEFAULTS[p.name]["reduction_factor"])
         kind = "successive halving" if p.name == "sha" else "Hyperband"
         return (f"not in the best 1/{rf} of its rung at epoch {epoch}, so not promoted "
                 f"({kind})")
