@@ -147,6 +147,27 @@ def test_pruner_stops_bad_trials(stores):
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) < 4
 
 
+def test_a_trial_that_trained_every_epoch_is_never_pruned(stores):
+    """The pruner judges only epochs before the last: a rung on max_epochs saves nothing."""
+    cfg = from_dict(tiny_study(
+        "noprune-last",
+        train={"max_epochs": 2},
+        search={"n_trials": 3, "sampler": {"name": "grid", "seed": 0},
+                # the median pruner may judge epoch 2 only: the last one
+                "pruner": {"name": "median", "options": {"n_startup_trials": 1,
+                                                         "n_warmup_steps": 2}},
+                "space": {"train.lr": [0.02, 0.021, 1e-6]}},
+    ))
+    cfg = cfg.with_overrides({"search.enqueue": [{"train.lr": v} for v in (0.02, 0.021, 1e-6)]})
+    run_study(cfg, progress=False, **stores)
+    study = optuna.load_study(study_name="noprune-last", storage=stores["storage"])
+    slow = [t for t in study.trials if t.params["train.lr"] == 1e-6][0]
+    good = max(t.value for t in study.trials if t.params["train.lr"] != 1e-6)
+    assert slow.intermediate_values[2] < good  # below the median at its last epoch...
+    assert slow.state == optuna.trial.TrialState.COMPLETE  # ...and kept: it had finished
+    assert sorted(slow.intermediate_values) == [1, 2]
+
+
 def test_fit_history_and_best_weights():
     cfg = from_dict(tiny_study("fit", train={"max_epochs": 3, "evaluate_test": True},
                                search={"space": "none"}))

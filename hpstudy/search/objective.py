@@ -116,7 +116,7 @@ class Objective:
                          params=trial_params(tcfg), parent_id=s.parent_run_id,
                          gpu_metrics=uses_gpu(tcfg)) as run:
             trial.set_user_attr(ATTR_RUN_ID, run.id)
-            result = execute(tcfg, [run.log_epoch, self._reporter(trial)],
+            result = execute(tcfg, [run.log_epoch, self._reporter(trial, tcfg.train.max_epochs)],
                              label=f"{self.cfg.name}-{trial_run_name(n)}",
                              on_failure_log=run.log_artifact)
             self._keep_checkpoint(trial, run.id, result)
@@ -140,8 +140,13 @@ class Objective:
         """
         return self.cfg.concrete(_space.suggest(trial, self.space), source=f"trial {trial.number}")
 
-    def _reporter(self, trial: optuna.Trial) -> Any:
-        """The pruning hook: report the epoch's objective, say whether to stop."""
+    def _reporter(self, trial: optuna.Trial, max_epochs: int) -> Any:
+        """The pruning hook: report the epoch's objective, say whether to stop.
+
+        The pruner is not asked after the last epoch: stopping a trial that has
+        trained all its epochs saves nothing and would record a finished trial as
+        PRUNED (SHA's and Hyperband's rungs can fall on ``max_epochs``).
+        """
         metric = self.cfg.search.metric
 
         def report(record: dict[str, Any]) -> bool:
@@ -149,7 +154,7 @@ class Objective:
             if not math.isfinite(value):
                 return False
             trial.report(value, record["epoch"])
-            return trial.should_prune()
+            return record["epoch"] < max_epochs and trial.should_prune()
 
         return report
 
