@@ -7,13 +7,16 @@ SQLite database.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 _SQLITE_TUNED = False
+_FILES: set[str] = set()  # the store files to tune (real paths)
 
 
-def tune_sqlite() -> None:
-    """Every SQLite database SQLAlchemy opens in this process from now on: WAL, ``synchronous=NORMAL``.
+def tune_sqlite(url: str) -> None:
+    """The SQLite store at ``url`` (``sqlite:///path``), from its next connection on: WAL,
+    ``synchronous=NORMAL``.
 
     The Optuna storage and the MLflow store commit several times per trial and
     per epoch (a report, a metrics batch, user attrs, tags); in SQLite's default
@@ -25,9 +28,13 @@ def tune_sqlite() -> None:
     a local disk (as SQLite does for several processes anyway: many machines use
     PostgreSQL); it also lets readers (``hpstudy ui``, a live report) read while
     a study writes. An SQLAlchemy ``connect`` listener (its public event API),
-    installed once; other databases are left alone.
+    installed once. Only hpstudy's own store files are tuned: a program that
+    uses hpstudy and its own SQLite databases through SQLAlchemy keeps its
+    settings.
     """
     global _SQLITE_TUNED
+    if url.startswith("sqlite:///"):
+        _FILES.add(os.path.realpath(url.removeprefix("sqlite:///")))
     if _SQLITE_TUNED:
         return
     from sqlalchemy import event
@@ -42,6 +49,9 @@ def _tune_connection(dbapi_connection: object, _record: object) -> None:
         return
     cur = dbapi_connection.cursor()
     try:
+        main = next((row[2] for row in cur.execute("PRAGMA database_list") if row[1] == "main"), "")
+        if not main or os.path.realpath(main) not in _FILES:
+            return
         if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() not in ("wal", "memory"):
             cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")

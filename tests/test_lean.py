@@ -120,3 +120,16 @@ def test_study_stores_use_wal(stores, tmp_path: Path):
             assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal", path
         finally:
             con.close()
+
+
+def test_other_sqlite_databases_in_the_process_keep_their_journal(stores, tmp_path: Path):
+    """A program using hpstudy and its own SQLite database through SQLAlchemy keeps its settings."""
+    import sqlalchemy
+
+    run_study(from_dict(tiny_study("walmine", search={"n_trials": 1})), progress=False, **stores)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/mine.db")
+    try:
+        with engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+    finally:
+        engine.dispose()

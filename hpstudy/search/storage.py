@@ -93,7 +93,7 @@ def _open(url: str, handler: StaleTrialHandler) -> optuna.storages.BaseStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        tune_sqlite()
+        tune_sqlite(url)
         # wait for a lock instead of failing with "database is locked"
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:

@@ -201,7 +201,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
         self.uri = prepare_local_uri(uri)
         if self.uri.startswith("sqlite:"):
-            tune_sqlite()
+            tune_sqlite(absolute_url(self.uri))
         self.client = MlflowClient(tracking_uri=absolute_url(self.uri))
         self.experiment = experiment
         self.experiment_id = self._experiment_id(experiment, artifact_location)
