@@ -133,3 +133,35 @@ def test_other_sqlite_databases_in_the_process_keep_their_journal(stores, tmp_pa
             assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
     finally:
         engine.dispose()
+
+
+def test_a_tracker_copied_into_another_process_writes_its_epochs_before_returning(tmp_path: Path):
+    """A DDP rank gets a pickled copy of the tracker and may end with os._exit: no thread."""
+    import multiprocessing as mp
+    import pickle
+
+    from mlflow import MlflowClient
+
+    from hpstudy.track.tracker import Tracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "copied")
+    run_id = tracker.start_run("r", {}, {})
+    tracker.log_epoch(run_id, {"epoch": 1, "val_acc": 0.5})  # the parent's writer exists now
+    tracker.flush(run_id)
+    copy = pickle.loads(pickle.dumps(tracker))  # what spawning a rank does
+    assert copy._writer is None and copy._pending == []
+    ctx = mp.get_context("fork")
+    p = ctx.Process(target=_log_then_exit_at_once, args=(tracker, run_id))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(run_id, "val_acc")]
+    assert sorted(steps) == [1, 2]
+
+
+def _log_then_exit_at_once(tracker, run_id: str) -> None:
+    import os
+
+    tracker.log_epoch(run_id, {"epoch": 2, "val_acc": 0.6})
+    os._exit(0)  # as a forked rank ends: no thread is waited for

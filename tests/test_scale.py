@@ -164,7 +164,7 @@ def test_ddp_spawn_trial_pruned_by_the_parent_stops_every_rank(tmp_path):
     run_study(cfg, storage=storage, tracking_uri=tracking, progress=False)
 
     trial = _trials("ddp-prune", storage)[1]
-    assert trial.state == TrialState.PRUNED
+    assert trial.state == TrialState.PRUNED, trial.user_attrs
     assert list(trial.intermediate_values) == [1]
     client, _, children = _runs(tracking, "ddp-prune")
     (run,) = children

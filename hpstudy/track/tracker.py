@@ -207,6 +207,11 @@ class Tracker:
         self.experiment_id = self._experiment_id(experiment, artifact_location)
         self._writer: ThreadPoolExecutor | None = None  # epoch metrics (log_epoch)
         self._pending: list[tuple[str, Future[None]]] = []
+        self._pid = os.getpid()  # background writes only in the process that made it
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy sent to a spawned DDP rank: no writer thread, nothing pending
+        return {**self.__dict__, "_writer": None, "_pending": []}
 
     @classmethod
     def for_run(cls, uri: str, run_id: str) -> Tracker:
@@ -302,6 +307,11 @@ class Tracker:
         """
         ts, step = _now_ms(), int(record["epoch"])
         metrics = [Metric(k, float(record[k]), ts, step) for k in EPOCH_METRICS if k in record]
+        if os.getpid() != self._pid:
+            # a spawned or forked rank: it may end with os._exit, which waits for no
+            # thread, so its epochs are written before the epoch ends
+            self.client.log_batch(run_id, metrics=metrics)
+            return
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpstudy-mlflow")
         future = self._writer.submit(self.client.log_batch, run_id, metrics=metrics)
